@@ -1,0 +1,183 @@
+"""The `imbssl` command line: argument parsing only, one function call per command.
+
+Every Snakemake rule runs one of these commands; each is usable on its own too
+(`imbssl <command> --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import UserError
+
+
+def _cmd_prepare_data(args):
+    from .data import prepare
+
+    prepare(args.name, args.root, args.out_train, args.out_test, image_size=args.image_size,
+            classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed)
+
+
+def _cmd_subsets(args):
+    from .subsets import write_all
+
+    write_all(args.train_data, args.imbalance_factors, args.seed, args.out_dir)
+
+
+def _pretrain_parser(parser: argparse.ArgumentParser, method: str | None) -> None:
+    from .augment import AugmentConfig
+    from .methods import get_method
+    from .models import ModelConfig
+    from .settings import add_flags
+    from .train import TrainSettings
+
+    parser.add_argument("--method", required=True, help="registered method name (simsiam, simclr, msn, ...)")
+    parser.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
+    parser.add_argument("--test-data", required=True, help="test split .npz (for kNN monitoring only)")
+    parser.add_argument("--subset", required=True, help="subset CSV (index,label) of the images to train on")
+    parser.add_argument("--out-dir", required=True, help="writes model.pt, metrics.csv (checkpoint.pt while running)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default=None, help="model.pt to start from (experts start from the base model)")
+    parser.add_argument("--init-heads", type=lambda s: s.lower() == "true", default=True, metavar="BOOL",
+                        help="with --init, also copy the method's heads (not only the backbone)")
+    add_flags(parser, TrainSettings, "training")
+    add_flags(parser, ModelConfig, "model")
+    add_flags(parser, AugmentConfig, "augmentation")
+    if method is not None:
+        add_flags(parser, get_method(method)[1], f"method {method}")
+
+
+def _cmd_pretrain(args):
+    from .augment import AugmentConfig
+    from .methods import get_method
+    from .models import ModelConfig
+    from .settings import from_args
+    from .train import TrainSettings, pretrain
+
+    pretrain(
+        method=args.method,
+        method_config=from_args(get_method(args.method)[1], args),
+        train_data=args.train_data,
+        test_data=args.test_data,
+        subset=args.subset,
+        out_dir=args.out_dir,
+        seed=args.seed,
+        settings=from_args(TrainSettings, args),
+        model=from_args(ModelConfig, args),
+        augment=from_args(AugmentConfig, args),
+        init=args.init,
+        init_heads=args.init_heads,
+    )
+
+
+def _cmd_evaluate(args):
+    from .evaluate import EvalSettings, evaluate_checkpoint
+    from .settings import from_args
+
+    evaluate_checkpoint(
+        model=args.model, train_data=args.train_data, test_data=args.test_data,
+        eval_subset=args.eval_subset, pretrain_subset=args.pretrain_subset,
+        subset_name=args.subset_name, method_name=args.method_name, seed=args.seed,
+        out=args.out, settings=from_args(EvalSettings, args),
+    )
+
+
+def _cmd_table(args):
+    from .report import write_table
+
+    write_table(args.results, args.methods, args.out_csv, args.out_md, title=args.title)
+
+
+def _cmd_figure_subsets(args):
+    from .report import PlotSettings, figure_class_distribution
+    from .settings import from_args
+
+    figure_class_distribution(args.subsets, args.classes, args.out, from_args(PlotSettings, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import EvalSettings
+    from .report import PlotSettings
+    from .settings import add_flags
+
+    parser = argparse.ArgumentParser(prog="imbssl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-data", help="decode a dataset once into cached .npz splits")
+    p.add_argument("--name", required=True, choices=["cifar10", "folder", "digits"])
+    p.add_argument("--root", default="data")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--classes", nargs="+", default=None, help="class order for folder datasets")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="digits only")
+    p.add_argument("--split-seed", type=int, default=0, help="digits only")
+    p.add_argument("--out-train", required=True)
+    p.add_argument("--out-test", required=True)
+    p.set_defaults(func=_cmd_prepare_data)
+
+    p = sub.add_parser("subsets", help="write imbalanced-pX, balanced-pX and full subset CSVs")
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--imbalance-factors", type=float, nargs="+", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_subsets)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of one method on one subset")
+    method = _peek_method(sys.argv[1:])
+    _pretrain_parser(p, method)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="linear probe + kNN + per-class accuracy of a pretrained backbone")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--test-data", required=True)
+    p.add_argument("--eval-subset", required=True, help="balanced subset CSV the linear classifier trains on")
+    p.add_argument("--pretrain-subset", required=True, help="subset CSV the model was pretrained on (for N)")
+    p.add_argument("--subset-name", required=True)
+    p.add_argument("--method-name", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    add_flags(p, EvalSettings, "evaluation")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("table", help="mean/std over seeds of result JSONs as CSV + Markdown")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--methods", nargs="+", required=True, help="display names, in column order")
+    p.add_argument("--title", default="")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("figure-subsets", help="Figure 1: images per class of every subset")
+    p.add_argument("--subsets", nargs="+", required=True)
+    p.add_argument("--classes", nargs="+", default=None)
+    p.add_argument("--out", nargs="+", required=True, help="one file per format (.png, .pdf, .svg)")
+    add_flags(p, PlotSettings, "plot")
+    p.set_defaults(func=_cmd_figure_subsets)
+    return parser
+
+
+def _peek_method(argv: list[str]) -> str | None:
+    """The --method value, needed before parsing to add that method's own flags."""
+    for i, arg in enumerate(argv):
+        if arg == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--method="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    try:
+        args = build_parser().parse_args(sys.argv[1:])
+        args.func(args)
+    except UserError as err:
+        print(f"imbssl: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

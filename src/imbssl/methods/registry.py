@@ -1,0 +1,83 @@
+"""The method registry: a config name maps to a Method class and its settings dataclass.
+
+A method is its heads, its loss and its optimizer settings; `train.py` runs any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .. import UserError
+from ..optim import build_optimizer
+
+
+@dataclass
+class MethodConfig:
+    """Optimizer settings every method has; subclasses add their heads' sizes and loss settings."""
+
+    optimizer: str = "sgd"
+    base_lr: float = 0.03  # scaled by batch_size / 256
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+
+
+class Method(nn.Module):
+    """A backbone plus the heads and loss of one self-supervised method."""
+
+    name: ClassVar[str]
+    num_views: ClassVar[int] = 2
+
+    def __init__(self, backbone: nn.Module, config: MethodConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+
+    def loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of a batch of augmented views, and extra metrics as 0-d tensors (never .item()'d here).
+
+        Must include "out_std": the std of the L2-normalised output, a collapse indicator
+        (about 1/sqrt(dim) when healthy, 0 when collapsed).
+        """
+        raise NotImplementedError
+
+    def make_optimizer(self, batch_size: int) -> torch.optim.Optimizer:
+        lr = self.config.base_lr * batch_size / 256
+        return build_optimizer(self, self.config.optimizer, lr, self.config.weight_decay, self.config.momentum)
+
+    def peak_lr(self, batch_size: int) -> float:
+        return self.config.base_lr * batch_size / 256
+
+    def after_step(self, progress: float) -> None:
+        """Hook after each optimizer step (`progress` in [0, 1]); EMA teachers update here."""
+
+
+METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {}
+
+
+def register(name: str, config_cls: type[MethodConfig]):
+    def wrap(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = (cls, config_cls)
+        return cls
+
+    return wrap
+
+
+def get_method(name: str) -> tuple[type[Method], type[MethodConfig]]:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))} (key: methods)")
+    return METHODS[name]
+
+
+def build_method(name: str, backbone: nn.Module, **settings) -> Method:
+    cls, config_cls = get_method(name)
+    return cls(backbone, config_cls(**settings))
+
+
+def output_std(z: torch.Tensor) -> torch.Tensor:
+    """Collapse indicator of SimSiam's paper: per-dimension std of L2-normalised outputs, averaged."""
+    return nn.functional.normalize(z.detach().float(), dim=1).std(dim=0).mean()

@@ -1,0 +1,42 @@
+"""SimSiam (Chen & He, 2021): symmetric negative cosine with a stop-gradient on the target branch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..models import mlp
+from .registry import Method, MethodConfig, output_std, register
+
+
+@dataclass
+class SimSiamConfig(MethodConfig):
+    optimizer: str = "sgd"
+    base_lr: float = 0.03
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    proj_dim: int = 2048
+    pred_hidden_dim: int = 512
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """-cos(p, stopgrad(z)), averaged over the batch."""
+    return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
+
+
+@register("simsiam", SimSiamConfig)
+class SimSiam(Method):
+    def __init__(self, backbone, config: SimSiamConfig):
+        super().__init__(backbone, config)
+        d = backbone.output_dim
+        self.projector = mlp([d, config.proj_dim, config.proj_dim], last_bn=True)
+        self.predictor = mlp([config.proj_dim, config.pred_hidden_dim, config.proj_dim])
+
+    def loss(self, views):
+        x1, x2 = views
+        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+        return loss, {"out_std": output_std(z1)}
