@@ -96,15 +96,7 @@ def _cmd_figure_subsets(args):
     figure_class_distribution(args.subsets, args.classes, args.out, from_args(PlotSettings, args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import EvalSettings
-    from .report import PlotSettings
-    from .settings import add_flags
-
-    parser = argparse.ArgumentParser(prog="imbssl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("prepare-data", help="decode a dataset once into cached .npz splits")
+def _args_prepare_data(p):
     p.add_argument("--name", required=True, choices=["cifar10", "folder", "digits"])
     p.add_argument("--root", default="data")
     p.add_argument("--image-size", type=int, default=None)
@@ -113,21 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="digits only")
     p.add_argument("--out-train", required=True)
     p.add_argument("--out-test", required=True)
-    p.set_defaults(func=_cmd_prepare_data)
 
-    p = sub.add_parser("subsets", help="write imbalanced-pX, balanced-pX and full subset CSVs")
+
+def _args_subsets(p):
     p.add_argument("--train-data", required=True)
     p.add_argument("--imbalance-factors", type=float, nargs="+", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_cmd_subsets)
 
-    p = sub.add_parser("pretrain", help="self-supervised pretraining of one method on one subset")
-    method = _peek_method(sys.argv[1:])
-    _pretrain_parser(p, method)
-    p.set_defaults(func=_cmd_pretrain)
 
-    p = sub.add_parser("evaluate", help="linear probe + kNN + per-class accuracy of a pretrained backbone")
+def _args_pretrain(p):
+    _pretrain_parser(p, _peek_method(sys.argv[1:]))
+
+
+def _args_evaluate(p):
+    from .evaluate import EvalSettings
+    from .settings import add_flags
+
     p.add_argument("--model", required=True)
     p.add_argument("--train-data", required=True)
     p.add_argument("--test-data", required=True)
@@ -138,22 +132,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     add_flags(p, EvalSettings, "evaluation")
-    p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("table", help="mean/std over seeds of result JSONs as CSV + Markdown")
+
+def _args_table(p):
     p.add_argument("--results", nargs="+", required=True)
     p.add_argument("--methods", nargs="+", required=True, help="display names, in column order")
     p.add_argument("--title", default="")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
-    p.set_defaults(func=_cmd_table)
 
-    p = sub.add_parser("figure-subsets", help="Figure 1: images per class of every subset")
+
+def _args_figure_subsets(p):
+    from .report import PlotSettings
+    from .settings import add_flags
+
     p.add_argument("--subsets", nargs="+", required=True)
     p.add_argument("--classes", nargs="+", default=None)
     p.add_argument("--out", nargs="+", required=True, help="one file per format (.png, .pdf, .svg)")
     add_flags(p, PlotSettings, "plot")
-    p.set_defaults(func=_cmd_figure_subsets)
+
+
+# name -> (help, adds the command's flags, runs it). Flags are added only for the command being
+# run, so that e.g. `imbssl table` never imports torch.
+COMMANDS = {
+    "prepare-data": ("decode a dataset once into cached .npz splits", _args_prepare_data, _cmd_prepare_data),
+    "subsets": ("write imbalanced-pX, balanced-pX and full subset CSVs", _args_subsets, _cmd_subsets),
+    "pretrain": ("self-supervised pretraining of one method on one subset", _args_pretrain, _cmd_pretrain),
+    "evaluate": ("linear probe + kNN + per-class accuracy of a backbone", _args_evaluate, _cmd_evaluate),
+    "table": ("mean/std over seeds of result JSONs as CSV + Markdown", _args_table, _cmd_table),
+    "figure-subsets": ("Figure 1: images per class of every subset", _args_figure_subsets, _cmd_figure_subsets),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imbssl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (help_text, add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            add_args(p)
+        p.set_defaults(func=run)
     return parser
 
 
@@ -171,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     try:
-        args = build_parser().parse_args(sys.argv[1:])
+        args = build_parser(sys.argv[1:]).parse_args(sys.argv[1:])
         args.func(args)
     except UserError as err:
         print(f"imbssl: error: {err}", file=sys.stderr)

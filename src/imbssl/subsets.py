@@ -93,3 +93,12 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"subset file {path} does not exist: run the subsets rule first")
     table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     return table[:, 0], table[:, 1]
+
+
+def write_all(train_data: str | os.PathLike, imbalance_factors: list[float], seed: int, out_dir: str | os.PathLike) -> None:
+    """The subsets rule: every subset of a train split as out_dir/{name}.csv."""
+    from .data import load_split
+
+    split = load_split(train_data)
+    for name, indices in build_subsets(split.labels, split.num_classes, imbalance_factors, seed).items():
+        write_csv(Path(out_dir) / f"{name}.csv", indices, split.labels)

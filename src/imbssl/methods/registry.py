@@ -36,8 +36,11 @@ class Method(nn.Module):
         self.backbone = backbone
         self.config = config
 
-    def loss(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, views: list[torch.Tensor], index: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of a batch of augmented views, and extra metrics as 0-d tensors (never .item()'d here).
+
+        `views` holds `num_views` augmentations of the same images; `index` their positions in the
+        training set (used by methods that look up per-image data, e.g. the cluster of an image).
 
         Must include "out_std": the std of the L2-normalised output, a collapse indicator
         (about 1/sqrt(dim) when healthy, 0 when collapsed).

@@ -39,7 +39,7 @@ class SimCLR(Method):
         super().__init__(backbone, config)
         self.projector = mlp([backbone.output_dim, config.proj_hidden_dim, config.proj_dim])
 
-    def loss(self, views):
+    def loss(self, views, index=None):
         x1, x2 = views
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
         return nt_xent(z1, z2, self.config.temperature), {"out_std": output_std(z1)}

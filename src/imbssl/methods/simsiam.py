@@ -34,7 +34,7 @@ class SimSiam(Method):
         self.projector = mlp([d, config.proj_dim, config.proj_dim], last_bn=True)
         self.predictor = mlp([config.proj_dim, config.pred_hidden_dim, config.proj_dim])
 
-    def loss(self, views):
+    def loss(self, views, index=None):
         x1, x2 = views
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)

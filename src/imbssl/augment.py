@@ -1,0 +1,274 @@
+"""SSL augmentations (SwAV/SimSiam CIFAR recipe) as batched tensor operations.
+
+The whole uint8 training subset sits on the training device; each step draws a batch of indices
+and `BatchAugment` turns it into normalised float views with a handful of kernels, no per-image
+Python or PIL work. The same code runs on CPU and GPU.
+
+Pipeline, as torchvision.transforms.v2 would apply it per image:
+RandomResizedCrop(size, scale, ratio) -> RandomHorizontalFlip(flip_p)
+-> RandomApply(ColorJitter(brightness, contrast, saturation, hue), jitter_p)
+-> RandomGrayscale(grayscale_p) -> Normalize(mean, std).
+
+Deviations from torchvision, all deliberate:
+- The four colour-jitter ops run in one random order per *batch* (torchvision draws one order per
+  image): a per-image order would need every op evaluated at every position (4x the work).
+  Factors, the apply decision and the grayscale decision are still drawn per image.
+- Crop and colour ops work in float32 on [0, 1] without rounding to uint8 between steps.
+- Crop + resize is one batched separable resampling: out = Wy @ image @ Wx^T with per-image
+  (size x H) and (size x W) weight matrices holding torchvision's antialiased bilinear filter
+  restricted to the crop (so borders clamp to the crop's edge pixels as in crop-then-resize), and
+  the horizontal flip folded into Wx. torchvision.ops.roi_align would sample outside the crop at
+  its borders and does not antialias like torchvision's resize, hence the matrices.
+- Crop sampling is torchvision's rejection scheme, vectorised: all 10 attempts are drawn for every
+  image at once and the first accepted one is used (the center-crop fallback when none is), which
+  gives the same distribution as torchvision's sequential loop.
+
+Every random number comes from the caller's `torch.Generator`, so the same generator state gives
+the same views (checkpoint-resume equivalence). CPU and CUDA generators give different streams.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from . import UserError
+
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its center-crop fallback
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # ColorJitter's op ids
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings; defaults are the SwAV/SimSiam CIFAR recipe."""
+
+    crop_min_scale: float = 0.2
+    crop_max_scale: float = 1.0
+    crop_min_ratio: float = 3 / 4
+    crop_max_ratio: float = 4 / 3
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop_min_scale <= self.crop_max_scale:
+            raise UserError(
+                f"augment: need 0 < crop_min_scale <= crop_max_scale, got {self.crop_min_scale} and {self.crop_max_scale}"
+            )
+        if not 0 < self.crop_min_ratio <= self.crop_max_ratio:
+            raise UserError(
+                f"augment: need 0 < crop_min_ratio <= crop_max_ratio, got {self.crop_min_ratio} and {self.crop_max_ratio}"
+            )
+        for name in ("flip_p", "jitter_p", "grayscale_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"augment: {name} is a probability, set it between 0 and 1 (got {getattr(self, name)})")
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise UserError(f"augment: {name} must be >= 0 (got {getattr(self, name)})")
+        if not 0 <= self.hue <= 0.5:
+            raise UserError(f"augment: hue must be between 0 and 0.5 (got {self.hue})")
+
+
+@dataclass
+class AugmentParams:
+    """The random choices for one batch (what `BatchAugment.sample_params` draws)."""
+
+    boxes: Tensor  # (N, 4) float: left, top, right, bottom in pixel-edge coordinates (integers)
+    flip: Tensor  # (N,) bool
+    jitter: Tensor  # (N,) bool: colour jitter applied to this image
+    factors: Tensor  # (N, 4) float: brightness, contrast, saturation, hue factors
+    order: list[int]  # jitter op order for the whole batch (BRIGHTNESS..HUE ids)
+    gray: Tensor  # (N,) bool
+
+
+def _channel_stats(mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor, device) -> tuple[Tensor, Tensor]:
+    as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1, 3, 1, 1)
+    return as_tensor(mean), as_tensor(std)
+
+
+def _check_images(images: Tensor) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise TypeError(f"expected uint8 images of shape (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+
+
+def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+    """Evaluation input: uint8 (N, 3, H, W) -> float32 (x / 255 - mean) / std, no augmentation."""
+    _check_images(images)
+    mean_t, std_t = _channel_stats(mean, std, images.device)
+    return images.float().div_(255).sub_(mean_t).div_(std_t)
+
+
+def grayscale(x: Tensor) -> Tensor:
+    """Luma of float RGB images (N, 3, H, W) -> (N, 1, H, W), torchvision's weights."""
+    r, g, b = x.unbind(1)
+    return (r * GRAY_WEIGHTS[0] + g * GRAY_WEIGHTS[1] + b * GRAY_WEIGHTS[2]).unsqueeze(1)
+
+
+def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    # torchvision's _blend with a per-image factor (N, 1, 1, 1).
+    # lerp == factor * x + (1 - factor) * other, in one kernel.
+    return torch.lerp(other.expand_as(x), x, factor).clamp_(0, 1)
+
+
+def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
+    """Per-image brightness: x * factor, clipped. x float (N, 3, H, W) in [0, 1], factor (N,)."""
+    return (x * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """Per-image contrast: blend with the mean luma of the image."""
+    return _blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), factor.view(-1, 1, 1, 1))
+
+
+def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """Per-image saturation: blend with the image's own luma."""
+    return _blend(x, grayscale(x), factor.view(-1, 1, 1, 1))
+
+
+def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    """Per-image hue shift (in turns) in HSV, torchvision's RGB<->HSV definitions.
+
+    Works in hue sectors (hue * 6). HSV -> RGB uses the closed form
+    channel_n = V - V*S*clamp(min(k, 4 - k), 0, 1), k = (n + 6*hue) mod 6, n = 5, 3, 1 for R, G, B,
+    which equals torchvision's sector table; with V = max and V*S = max - min it needs neither S
+    nor a gather.
+    """
+    r, g, b = x.unbind(1)
+    maxc, minc = x.amax(dim=1), x.amin(dim=1)
+    delta = maxc - minc
+    # torchvision's priority: max == r, else max == g, else b. Grey pixels (delta 0, max == r) get hue 0.
+    sector = torch.where(maxc == r, g - b, torch.where(maxc == g, 2 * delta + b - r, 4 * delta + r - g))
+    sector = sector / torch.where(delta > 0, delta, torch.ones_like(delta)) + 6 * shift.view(-1, 1, 1)
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = offsets + sector.unsqueeze(1)
+    k = k - 6 * torch.floor(k / 6)  # mod 6
+    weight = torch.minimum(k, 4 - k).clamp_(0, 1)
+    return (maxc.unsqueeze(1) - delta.unsqueeze(1) * weight).clamp_(0, 1)
+
+
+def _resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
+    """(N, out_size, in_size) matrices that crop [start, start + length) and resize it to out_size.
+
+    torchvision's antialiased bilinear resize (PIL's scheme): output pixel i samples around
+    center = start + (i + 0.5) * scale with a triangle filter widened by the scale when shrinking,
+    over the crop's pixels only, weights normalised to sum 1. When enlarging this is plain bilinear
+    interpolation with the crop's edge pixels repeated.
+    """
+    scale = (length / out_size).view(-1, 1, 1)
+    out_pos = torch.arange(out_size, device=start.device, dtype=torch.float32).view(1, -1, 1)
+    in_pos = torch.arange(in_size, device=start.device, dtype=torch.float32).view(1, 1, -1)
+    center = start.view(-1, 1, 1) + (out_pos + 0.5) * scale
+    weight = (1 - ((in_pos + 0.5 - center) / scale.clamp(min=1)).abs()).clamp_(min=0)
+    inside = (in_pos >= start.view(-1, 1, 1)) & (in_pos < (start + length).view(-1, 1, 1))
+    weight = weight * inside
+    return weight / weight.sum(dim=2, keepdim=True)
+
+
+_JITTER_OPS = {
+    BRIGHTNESS: adjust_brightness,
+    CONTRAST: adjust_contrast,
+    SATURATION: adjust_saturation,
+    HUE: adjust_hue,
+}
+
+
+class BatchAugment:
+    """`aug(images_uint8_nchw, generator) -> float32 (N, 3, image_size, image_size)`, normalised."""
+
+    # Uniform numbers drawn per image, in this order (one torch.rand call per batch).
+    _CROP = slice(0, 4 * CROP_ATTEMPTS)  # per attempt: scale, log-ratio, top, left
+    _FLIP, _JITTER, _GRAY = 4 * CROP_ATTEMPTS, 4 * CROP_ATTEMPTS + 1, 4 * CROP_ATTEMPTS + 2
+    _FACTORS = slice(4 * CROP_ATTEMPTS + 3, 4 * CROP_ATTEMPTS + 7)
+    _UNIFORMS = 4 * CROP_ATTEMPTS + 7
+
+    def __init__(self, config: AugmentConfig, mean, std, image_size: int):
+        self.config = config
+        self.image_size = int(image_size)
+        self._mean_std = _channel_stats(mean, std, "cpu")
+        self._mean_std_on: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        c = config
+        # ColorJitter's ranges: [max(0, 1 - v), 1 + v] for b/c/s and [-hue, hue].
+        lows = [max(0.0, 1 - c.brightness), max(0.0, 1 - c.contrast), max(0.0, 1 - c.saturation), -c.hue]
+        highs = [1 + c.brightness, 1 + c.contrast, 1 + c.saturation, c.hue]
+        self._factor_low = torch.tensor(lows)
+        self._factor_span = torch.tensor(highs) - self._factor_low
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        _check_images(images)
+        params = self.sample_params(images.shape[0], images.shape[2], images.shape[3], generator)
+        return self.apply(images, params)
+
+    def sample_params(self, n: int, height: int, width: int, generator: torch.Generator) -> AugmentParams:
+        """Draw every random choice for a batch of n images of size height x width."""
+        device = generator.device
+        u = torch.rand(n, self._UNIFORMS, generator=generator, device=device)
+        order = torch.randperm(4, generator=generator, device=device).tolist()  # one order per batch
+        low, span = self._factor_low.to(device), self._factor_span.to(device)
+        c = self.config
+        return AugmentParams(
+            boxes=self._crop_boxes(u[:, self._CROP].view(n, CROP_ATTEMPTS, 4), height, width),
+            flip=u[:, self._FLIP] < c.flip_p,
+            jitter=u[:, self._JITTER] < c.jitter_p,
+            gray=u[:, self._GRAY] < c.grayscale_p,
+            factors=low + span * u[:, self._FACTORS],
+            order=order,
+        )
+
+    def _crop_boxes(self, u: Tensor, height: int, width: int) -> Tensor:
+        """torchvision's RandomResizedCrop.make_params for all images and all attempts at once."""
+        c = self.config
+        target_area = height * width * (c.crop_min_scale + (c.crop_max_scale - c.crop_min_scale) * u[..., 0])
+        log_lo, log_hi = math.log(c.crop_min_ratio), math.log(c.crop_max_ratio)
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+        w = torch.sqrt(target_area * aspect).round_()  # round half to even, like Python's round
+        h = torch.sqrt(target_area / aspect).round_()
+        top = torch.minimum((u[..., 2] * (height - h + 1)).floor_(), height - h)  # randint(0, H - h + 1)
+        left = torch.minimum((u[..., 3] * (width - w + 1)).floor_(), width - w)
+        accepted = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = accepted.to(torch.uint8).argmax(dim=1, keepdim=True)  # first accepted attempt
+        pick = lambda t: t.gather(1, first).squeeze(1)
+        fallback = torch.tensor(self._center_crop(height, width), dtype=u.dtype, device=u.device)
+        box = torch.stack([pick(left), pick(top), pick(left + w), pick(top + h)], dim=1)
+        return torch.where(accepted.any(dim=1, keepdim=True), box, fallback)
+
+    def _center_crop(self, height: int, width: int) -> list[float]:
+        """torchvision's fallback when all attempts fail: the largest center crop within the ratio range."""
+        c = self.config
+        in_ratio = width / height
+        if in_ratio < c.crop_min_ratio:
+            w, h = width, int(round(width / c.crop_min_ratio))
+        elif in_ratio > c.crop_max_ratio:
+            w, h = int(round(height * c.crop_max_ratio)), height
+        else:
+            w, h = width, height
+        top, left = (height - h) // 2, (width - w) // 2
+        return [left, top, left + w, top + h]
+
+    def apply(self, images: Tensor, params: AugmentParams) -> Tensor:
+        """Apply drawn parameters: crop+resize, flip, colour jitter, grayscale, normalise."""
+        left, top, right, bottom = params.boxes.unbind(1)
+        rows = _resize_weights(top, bottom - top, images.shape[2], self.image_size)
+        cols = _resize_weights(left, right - left, images.shape[3], self.image_size)
+        cols = torch.where(params.flip.view(-1, 1, 1), cols.flip(1), cols)  # flip = reversed output columns
+        x = torch.einsum("nsh,nchw,ntw->ncst", rows, images.float(), cols).div_(255).clamp_(0, 1)
+        jittered = x
+        for op in params.order:
+            jittered = _JITTER_OPS[op](jittered, params.factors[:, op])
+        x = torch.where(params.jitter.view(-1, 1, 1, 1), jittered, x)
+        x = torch.where(params.gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+        mean, std = self._stats_on(images.device)
+        return x.sub_(mean).div_(std)
+
+    def _stats_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._mean_std_on:
+            self._mean_std_on[device] = tuple(t.to(device) for t in self._mean_std)
+        return self._mean_std_on[device]

@@ -1,0 +1,119 @@
+"""Config errors as one line naming the key and the fix, before Snakemake starts any job.
+
+`snakemake.utils.validate` reports a failed schema check as a multi-line dump of the schema
+and the whole config. The Snakefile calls `check_config` first: it runs the same JSON Schema
+(draft 2020-12) check, picks the most relevant error with jsonschema's `best_match`, and exits
+with one line such as
+
+    config error: subsets.imbalance_factors[0]: 0.5 is less than the minimum of 1 (fix it in config.yaml or --config)
+
+Only jsonschema and yaml are imported here, so a bad config fails in about a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from typing import Any, Iterable
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+FIX = "fix it in config.yaml or --config"
+
+
+def load_schema(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """('subsets', 'imbalance_factors', 0) -> 'subsets.imbalance_factors[0]'."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _unknown_keys(error: ValidationError) -> list[str]:
+    allowed = error.schema.get("properties", {})
+    return sorted(key for key in error.instance if key not in allowed)
+
+
+def format_error(error: ValidationError) -> str:
+    """One line: the key, what is wrong with it and how to fix it."""
+    where = key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        # Name the unknown key itself (not its parent) and suggest the closest allowed one.
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = _unknown_keys(error)
+        prefix = "" if where == "(top level)" else where + "."
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parts.append(f"unknown key {prefix}{key}{hint}")
+        return f"config error: {'; '.join(parts)}; allowed keys: {', '.join(allowed)} ({FIX})"
+    return f"config error: {where}: {error.message} ({FIX})"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    """Follow a local `$ref: "#/$defs/name"`, keeping the referring schema's own keys."""
+    ref = schema.get("$ref", "")
+    if not ref.startswith("#/"):
+        return schema
+    target = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return {**_resolve(target, root), **{k: v for k, v in schema.items() if k != "$ref"}}
+
+
+def _types(schema: dict) -> list[str]:
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def coerce_strings(value: Any, schema: dict, root: dict | None = None) -> Any:
+    """Parse strings where the schema wants a number, boolean, null or list, in place for dicts.
+
+    Snakemake reads nested `--config` values (`--config 'pretrain={epochs: 5}'`) with YAML's
+    BaseLoader, so every scalar arrives as a string; this gives them the type config.yaml would.
+    """
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if isinstance(value, str) and set(_types(schema)) & {"integer", "number", "boolean", "null", "array"}:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return value if isinstance(parsed, str) else coerce_strings(parsed, schema, root)
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for key in value:
+            if key in properties:
+                value[key] = coerce_strings(value[key], properties[key], root)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        value[:] = [coerce_strings(item, schema["items"], root) for item in value]
+    return value
+
+
+def config_error(config: dict, schema: dict) -> str | None:
+    """The one-line message for the most relevant schema violation, or None if the config is valid."""
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    return None if error is None else format_error(error)
+
+
+def check_config(config: dict, schema_path: str | os.PathLike) -> None:
+    """Type the strings of nested `--config` values, then exit with a one-line message (status 1)
+    if `config` violates the schema."""
+    schema = load_schema(schema_path)
+    coerce_strings(config, schema)
+    message = config_error(config, schema)
+    if message is not None:
+        print(message, file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,58 @@
+"""Backbone outputs for a set of images: eval mode, no augmentation, large batches."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .augment import normalize
+from .models import build_backbone
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from . import UserError
+
+        raise UserError(f"device={name} but no CUDA device is visible: set device: auto or cpu")
+    return torch.device(name)
+
+
+def to_device_images(images_nhwc, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC numpy -> uint8 NCHW tensor on `device` (kept as uint8: 4x less memory than float)."""
+    return torch.from_numpy(images_nhwc).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def extract(
+    backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024, amp: bool = True,
+) -> torch.Tensor:
+    """float32 features (N, D) of uint8 NCHW `images` (already on the backbone's device)."""
+    was_training = backbone.training
+    backbone.eval()
+    device = images.device
+    use_amp = amp and device.type == "cuda"
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = normalize(images[start:start + batch_size], mean, std)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out.append(backbone(x).float())
+    backbone.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, getattr(backbone, "output_dim", 0), device=device)
+
+
+def load_backbone(model_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict]:
+    """The backbone stored in a model.pt (any method), in eval mode, plus the file's metadata."""
+    state = checkpoint.load(model_path, map_location="cpu")
+    backbone = build_backbone(state["arch"], state["width"], state["image_size"])
+    backbone.load_state_dict(state["backbone"])
+    backbone.to(device).eval()
+    if device.type == "cuda":
+        backbone.to(memory_format=torch.channels_last)
+    return backbone, state

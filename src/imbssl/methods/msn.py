@@ -1,0 +1,235 @@
+"""MSN (Assran et al., 2022, "Masked Siamese Networks") and PMSN (Assran et al., 2022, "The Hidden
+Uniform Cluster Prior in Self-Supervised Learning"): one class, two priors over the prototypes.
+
+An anchor view with a share of its patches dropped is pushed to predict, over K learnable
+prototypes, the sharpened and Sinkhorn-balanced soft assignment of an unmasked target view
+computed by an EMA copy of the encoder. A prior term on the mean anchor prediction keeps the
+prototypes in use: MSN's mean-entropy maximisation (the KL to a uniform prior) or, for PMSN, the
+KL to a power law p_k proportional to k^(-tau).
+
+With a ResNet backbone (no patches to drop) the anchor is simply the other random crop: the
+`mask_ratio` setting is then ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import UserError
+from ..models import mlp
+from ..vit import random_keep
+from .registry import Method, MethodConfig, output_std, register
+
+PRIORS = ("uniform", "powerlaw")
+KL_DIRECTIONS = ("mean_to_prior", "prior_to_mean")
+
+
+@dataclass
+class MSNConfig(MethodConfig):
+    optimizer: str = "adamw"
+    base_lr: float = 5e-4  # per 256 images, as DeiT/DINO-style ViT recipes
+    weight_decay: float = 0.04  # MSN's starting weight decay
+    momentum: float = 0.9  # unused by adamw
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 256
+    num_prototypes: int = 1024
+    anchor_temperature: float = 0.1
+    target_temperature: float = 0.025  # 0.1 x MSN's sharpening exponent 0.25
+    sinkhorn_iters: int = 3  # 0 disables the balancing of the targets
+    mask_ratio: float = 0.15  # share of patches dropped from the anchor (ViT only)
+    ema_start: float = 0.996  # target-encoder momentum, cosine schedule to 1
+    symmetric: bool = False  # also use view 2 as a masked anchor for view 1's target
+    prior: str = "uniform"  # uniform (MSN) | powerlaw (PMSN)
+    prior_weight: float = 1.0  # lambda
+    tau: float = 0.25  # power-law exponent: p_k proportional to k^(-tau)
+    # Direction of the prior KL. "mean_to_prior" = KL(p_mean || prior), as written in the PMSN
+    # paper: with a uniform prior it equals MSN's mean-entropy term (log K - H(p_mean)) exactly,
+    # so MSN and PMSN differ in the prior only. "prior_to_mean" = KL(prior || p_mean), what
+    # lightly's PMSNLoss computes (F.kl_div(log p_mean, prior)); it is mass-covering and grows
+    # without bound as any prototype's mean probability goes to 0.
+    kl_direction: str = "mean_to_prior"
+
+
+@dataclass
+class PMSNConfig(MSNConfig):
+    prior: str = "powerlaw"
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss, as small pure functions
+
+
+def prototype_probs(z: torch.Tensor, prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft assignment (N, K): softmax of cosine similarities to the prototypes / temperature."""
+    logits = F.normalize(z, dim=1) @ F.normalize(prototypes, dim=1).T
+    return F.softmax(logits / temperature, dim=1)
+
+
+@torch.no_grad()
+def sinkhorn(probs: torch.Tensor, iters: int) -> torch.Tensor:
+    """MSN's Sinkhorn-Knopp balancing of target assignments (N, K).
+
+    Alternately rescales so that every prototype holds 1/K of the total mass and every image 1/N;
+    ends on the image step, so each row of the result sums to 1 exactly and each column tends to
+    N/K as `iters` grows.
+    """
+    if iters <= 0:
+        return probs
+    n, k = probs.shape
+    q = probs / probs.sum()
+    for _ in range(iters):
+        q = q / (q.sum(dim=0, keepdim=True) * k)  # prototypes: 1/K each
+        q = q / (q.sum(dim=1, keepdim=True) * n)  # images: 1/N each
+    return q * n
+
+
+def power_law(num_prototypes: int, tau: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """p_k proportional to k^(-tau), k = 1..K, normalised to sum to 1."""
+    k = torch.arange(1, num_prototypes + 1, device=device, dtype=torch.float32)
+    weights = k.pow(-tau)
+    return weights / weights.sum()
+
+
+def prior_distribution(prior: str, num_prototypes: int, tau: float, device: torch.device | str = "cpu"):
+    if prior == "uniform":
+        return torch.full((num_prototypes,), 1.0 / num_prototypes, device=device)
+    if prior == "powerlaw":
+        return power_law(num_prototypes, tau, device)
+    raise UserError(f"msn.prior={prior!r}: use one of {', '.join(PRIORS)}")
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_k p_k log(p_k / q_k) of two distributions over the last dim (0 log 0 = 0)."""
+    return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(dim=-1)
+
+
+def prior_term(mean_probs: torch.Tensor, prior: torch.Tensor, direction: str = "mean_to_prior") -> torch.Tensor:
+    """KL between the mean anchor prediction and the prior, in the configured direction."""
+    if direction == "mean_to_prior":
+        return kl_divergence(mean_probs, prior)
+    if direction == "prior_to_mean":
+        return kl_divergence(prior, mean_probs)
+    raise UserError(f"msn.kl_direction={direction!r}: use one of {', '.join(KL_DIRECTIONS)}")
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(p, p).sum(dim=-1)
+
+
+def soft_cross_entropy(targets: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """H(targets, probs) averaged over rows."""
+    return -(targets * torch.log(probs.clamp_min(1e-12))).sum(dim=1).mean()
+
+
+def ema_momentum(progress: float, start: float) -> float:
+    """Target momentum: `start` at progress 0, rising to 1 at progress 1 on a half cosine."""
+    progress = min(max(progress, 0.0), 1.0)
+    return 1.0 - (1.0 - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o.detach(), 1.0 - momentum)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class MSN(Method):
+    """Anchor encoder (backbone + projector), prototypes, and an EMA target encoder.
+
+    The target encoder lives in `self.target` with requires_grad=False: the optimizer (built from
+    parameters that require grad) never sees it, while state_dict() keeps it for resuming.
+    """
+
+    def __init__(self, backbone: nn.Module, config: MSNConfig):
+        super().__init__(backbone, config)
+        if config.prior not in PRIORS:
+            raise UserError(f"{self.name}.prior={config.prior!r}: use one of {', '.join(PRIORS)}")
+        if config.kl_direction not in KL_DIRECTIONS:
+            raise UserError(f"{self.name}.kl_direction={config.kl_direction!r}: use one of "
+                            f"{', '.join(KL_DIRECTIONS)}")
+        self.projector = mlp([backbone.output_dim, config.proj_hidden_dim, config.proj_hidden_dim, config.proj_dim])
+        bound = config.proj_dim ** -0.5  # MSN's prototype initialisation
+        self.prototypes = nn.Parameter(torch.empty(config.num_prototypes, config.proj_dim).uniform_(-bound, bound))
+        self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone), "projector": copy.deepcopy(self.projector)})
+        self.target.requires_grad_(False)
+        self.register_buffer("prior", prior_distribution(config.prior, config.num_prototypes, config.tau),
+                             persistent=False)
+        self.masks_patches = getattr(backbone, "supports_patch_drop", False)
+        # Weights may be loaded into `backbone` after construction (pretrain's --init): the target
+        # is then re-copied from the anchor before its first use, unless a full state_dict with
+        # the target (a resume) was loaded.
+        self._target_stale = True
+
+    @property
+    def eval_backbone(self) -> nn.Module:
+        """The target (EMA) encoder: the one MSN evaluates."""
+        return self.target["backbone"]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._target_stale = not any(key.startswith("target.") for key in state_dict)
+        return result
+
+    @torch.no_grad()
+    def sync_target(self) -> None:
+        self.target["backbone"].load_state_dict(self.backbone.state_dict())
+        self.target["projector"].load_state_dict(self.projector.state_dict())
+        self._target_stale = False
+
+    def _anchor(self, x: torch.Tensor) -> torch.Tensor:
+        if self.masks_patches:
+            keep = random_keep(x.shape[0], self.backbone.num_patches, self.config.mask_ratio, device=x.device)
+            return self.projector(self.backbone(x, keep=keep))
+        return self.projector(self.backbone(x))
+
+    @torch.no_grad()
+    def _target_z(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target["projector"](self.target["backbone"](x))
+
+    def loss(self, views, index=None):
+        if self._target_stale:
+            self.sync_target()
+        cfg = self.config
+        pairs = [(views[0], views[1])] + ([(views[1], views[0])] if cfg.symmetric else [])
+        anchors = torch.cat([self._anchor(a) for a, _ in pairs])
+        target_z = torch.cat([self._target_z(t) for _, t in pairs])
+        # Assignments in float32 even under autocast: a 0.025 temperature magnifies bf16 rounding.
+        with torch.autocast(anchors.device.type, enabled=False):
+            anchors, prototypes = anchors.float(), self.prototypes.float()
+            with torch.no_grad():
+                target_probs = prototype_probs(target_z.float(), prototypes, cfg.target_temperature)
+                targets = torch.cat([sinkhorn(chunk, cfg.sinkhorn_iters) for chunk in target_probs.chunk(len(pairs))])
+            probs = prototype_probs(anchors, prototypes, cfg.anchor_temperature)
+            mean_probs = probs.mean(dim=0)
+            ce = soft_cross_entropy(targets, probs)
+            reg = prior_term(mean_probs, self.prior, cfg.kl_direction)
+            loss = ce + cfg.prior_weight * reg
+        return loss, {
+            "out_std": output_std(anchors),
+            "proto_entropy": entropy(mean_probs.detach()),
+            "ce": ce.detach(),
+            "prior_term": reg.detach(),
+        }
+
+    def after_step(self, progress: float) -> None:
+        momentum = ema_momentum(progress, self.config.ema_start)
+        ema_update_(self.target["backbone"], self.backbone, momentum)
+        ema_update_(self.target["projector"], self.projector, momentum)
+
+
+register("msn", MSNConfig)(MSN)
+
+
+@register("pmsn", PMSNConfig)
+class PMSN(MSN):
+    """MSN with the power-law prior by default (same class; registered under its own name)."""

@@ -1,0 +1,278 @@
+"""The one training loop: base, baseline, expert, MSN and distillation training all run here.
+
+Data stays on the training device as uint8; augmentations are batched tensor ops drawn from a
+generator seeded per epoch, so an interrupted run resumed from its checkpoint computes exactly
+what the uninterrupted run would have. Host synchronisation happens only every `log_every`
+steps and once per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import UserError, checkpoint
+from .atomic import write_text
+from .augment import AugmentConfig, BatchAugment
+from .data import load_split
+from .features import extract, resolve_device, to_device_images
+from .knn import knn_accuracy
+from .methods import build_method
+from .methods.registry import MethodConfig
+from .models import ModelConfig, build_backbone
+from .optim import cosine_lr, set_lr
+from .subsets import read_csv
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 300
+    batch_size: int = 1024
+    warmup_epochs: int = 0
+    checkpoint_every: int = 10  # epochs between resumable checkpoints
+    knn_every: int = 10  # epochs between kNN monitoring (0: only at the end)
+    knn_k: int = 200
+    knn_t: float = 0.1
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: str = "auto"  # torch.compile the backbone: auto (CUDA only) | on | off
+    channels_last: bool = True  # NHWC activations on CUDA (ignored on CPU)
+    device: str = "auto"
+    log_every: int = 50  # steps between progress-bar updates (each one syncs the host)
+
+
+@dataclass
+class Monitor:
+    """Labelled images used only to report kNN accuracy while training (never to train)."""
+
+    bank_images: torch.Tensor
+    bank_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Each epoch draws its shuffling and augmentations from its own stream: resume needs no RNG state."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:7], "little")
+
+
+def fingerprint(*parts) -> str:
+    """Identifies a run's settings; a checkpoint from other settings is never resumed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def effective_batch_size(n: int, batch_size: int) -> int:
+    """Clusters smaller than the batch train on one batch of all their images."""
+    if n < 2:
+        raise UserError(f"cannot train on {n} image(s): a training set needs at least 2 images")
+    return min(batch_size, n)
+
+
+def _compile_enabled(setting: str, device: torch.device) -> bool:
+    if setting not in ("auto", "on", "off"):
+        raise UserError(f"pretrain.compile={setting!r}: use auto, on or off")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def train_loop(
+    module: nn.Module,
+    images: torch.Tensor,
+    settings: TrainSettings,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    out_dir: str | os.PathLike,
+    seed: int,
+    run_id: str,
+    monitor: Monitor | None = None,
+    stop_after_epoch: int | None = None,
+) -> list[dict]:
+    """Train `module` (a Method-like module) on uint8 NCHW `images` already on the device.
+
+    Resumes from out_dir/checkpoint.pt when it holds the same `run_id`; writes
+    out_dir/metrics.csv every epoch. Returns the per-epoch metrics rows.
+    `stop_after_epoch` ends the run early (as a kill would), for tests.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = images.device
+    n = images.shape[0]
+    batch_size = effective_batch_size(n, settings.batch_size)
+    if batch_size < settings.batch_size:
+        print(f"[imbssl] {n} images < batch size {settings.batch_size}: training with batch {batch_size}",
+              file=sys.stderr)
+    steps_per_epoch = n // batch_size
+    total_steps = settings.epochs * steps_per_epoch
+    peak_lr = module.peak_lr(batch_size)
+    optimizer = module.make_optimizer(batch_size)
+    amp = settings.amp and device.type == "cuda"
+    channels_last = settings.channels_last and device.type == "cuda"
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    if _compile_enabled(settings.compile, device):
+        module.backbone.compile()  # in place: state_dict keys stay the same
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    rows: list[dict] = []
+    start_epoch = 0
+    saved = checkpoint.load_if_exists(ckpt_path, map_location=device)
+    if saved is not None and saved.get("run_id") == run_id:
+        module.load_state_dict(saved["module"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rows, start_epoch = saved["metrics"], saved["epoch"]
+        print(f"[imbssl] resuming {out_dir} from epoch {start_epoch}", file=sys.stderr)
+    elif saved is not None:
+        print(f"[imbssl] ignoring {ckpt_path}: it was written with other settings", file=sys.stderr)
+
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, file=sys.stderr,
+               desc=out_dir.name, unit="step", mininterval=5, dynamic_ncols=False, ascii=True)
+    for epoch in range(start_epoch, settings.epochs):
+        module.train()
+        generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+        order = torch.randperm(n, generator=generator, device=device)
+        sums: dict[str, torch.Tensor] = {}
+        started = time.perf_counter()
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            lr = cosine_lr(global_step, total_steps, peak_lr, settings.warmup_epochs * steps_per_epoch)
+            set_lr(optimizer, lr)
+            index = order[step * batch_size:(step + 1) * batch_size]
+            batch = images[index]
+            views = [augment(batch, generator) for _ in range(module.num_views)]
+            if channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, metrics = module.loss(views, index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            module.after_step((global_step + 1) / total_steps)
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float()
+            if (step + 1) % settings.log_every == 0:
+                running = sums["loss"].item() / (step + 1)  # the only per-N-steps host sync
+                _check_finite(running, epoch, out_dir)
+                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                bar.update(settings.log_every)
+        bar.update(steps_per_epoch - (steps_per_epoch // settings.log_every) * settings.log_every)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch + 1, "lr": lr}
+        row.update({key: (value / steps_per_epoch).item() for key, value in sums.items()})
+        _check_finite(row["loss"], epoch, out_dir)
+        row["images_per_s"] = steps_per_epoch * batch_size / seconds
+        row["seconds"] = seconds
+        last = epoch + 1 == settings.epochs
+        if monitor is not None and (last or (settings.knn_every and (epoch + 1) % settings.knn_every == 0)):
+            row["knn_top1"] = monitor_knn(module.backbone, monitor, settings)
+        rows.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=True)
+        _write_metrics(out_dir / "metrics.csv", rows)
+        if not last and settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0:
+            checkpoint.save({"run_id": run_id, "epoch": epoch + 1, "module": module.state_dict(),
+                             "optimizer": optimizer.state_dict(), "metrics": rows}, ckpt_path)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
+            break
+    bar.close()
+    return rows
+
+
+def _check_finite(loss: float, epoch: int, out_dir: Path) -> None:
+    if not math.isfinite(loss):
+        raise UserError(
+            f"training diverged: loss is {loss} in epoch {epoch + 1} ({out_dir}); lower the method's "
+            f"base_lr or raise pretrain.warmup_epochs, then rerun"
+        )
+
+
+def monitor_knn(backbone: nn.Module, monitor: Monitor, settings: TrainSettings) -> float:
+    """kNN top-1 (%) of the test split against the training images' features."""
+    bank = extract(backbone, monitor.bank_images, monitor.mean, monitor.std, amp=settings.amp)
+    test = extract(backbone, monitor.test_images, monitor.mean, monitor.std, amp=settings.amp)
+    return 100.0 * knn_accuracy(bank, monitor.bank_labels, test, monitor.test_labels, monitor.num_classes,
+                                settings.knn_k, settings.knn_t)
+
+
+def pretrain(
+    method: str,
+    method_config: MethodConfig,
+    train_data: str,
+    test_data: str,
+    subset: str,
+    out_dir: str,
+    seed: int = 0,
+    settings: TrainSettings | None = None,
+    model: ModelConfig | None = None,
+    augment: AugmentConfig | None = None,
+    init: str | None = None,
+    init_heads: bool = True,
+    stop_after_epoch: int | None = None,
+) -> Path:
+    """Self-supervised pretraining of `method` on the images of `subset`; writes out_dir/model.pt."""
+    settings, model, augment = settings or TrainSettings(), model or ModelConfig(), augment or AugmentConfig()
+    device = resolve_device(settings.device)
+    torch.manual_seed(seed)  # initial weights
+    train, test = load_split(train_data), load_split(test_data)
+    indices, _ = read_csv(subset)
+    image_size = train.images.shape[1]
+    backbone = build_backbone(model.arch, model.width, image_size)
+    module = build_method(method, backbone, **asdict(method_config)).to(device)
+    if init is not None:
+        _initialise(module, init, init_heads, device)
+    images = to_device_images(train.images[indices], device)
+    labels = torch.from_numpy(train.labels[indices]).to(device)
+    monitor = Monitor(images, labels, to_device_images(test.images, device),
+                      torch.from_numpy(test.labels).to(device), train.num_classes,
+                      train.mean.tolist(), train.std.tolist())
+    batch_aug = BatchAugment(augment, train.mean, train.std, image_size)
+    run_id = fingerprint(method, asdict(method_config), asdict(settings), asdict(model), asdict(augment),
+                         seed, indices.tolist(), init, init_heads)
+    rows = train_loop(module, images, settings, batch_aug, out_dir, seed, run_id, monitor, stop_after_epoch)
+    if len(rows) < settings.epochs:
+        return Path(out_dir) / "checkpoint.pt"
+    return save_model(module, Path(out_dir), method=method, arch=model.arch, width=model.width,
+                      image_size=image_size, mean=train.mean, std=train.std, epochs=settings.epochs,
+                      num_images=len(indices), seed=seed)
+
+
+def _initialise(module: nn.Module, init: str, init_heads: bool, device: torch.device) -> None:
+    state = checkpoint.load(init, map_location=device)
+    if init_heads and state.get("method") == module.name:
+        module.load_state_dict(state["method_state"])
+    else:
+        module.backbone.load_state_dict(state["backbone"])
+
+
+def save_model(module: nn.Module, out_dir: Path, **meta) -> Path:
+    """Write the final model.pt atomically and drop the resume checkpoint it supersedes."""
+    state = {
+        "backbone": {k: v.detach().cpu() for k, v in module.backbone.state_dict().items()},
+        "method_state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "output_dim": module.backbone.output_dim,
+        **{k: ([float(x) for x in v] if hasattr(v, "tolist") else v) for k, v in meta.items()},
+    }
+    path = out_dir / "model.pt"
+    checkpoint.save(state, path)
+    (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return path

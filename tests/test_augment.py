@@ -1,0 +1,246 @@
+"""Batched augmentations vs torchvision.transforms.v2 applied per image.
+
+Exact checks (same parameters -> same pixels) for crop/resize/flip and each colour op, and
+statistical checks (fixed seeds, tolerances of about 4 standard errors) for the random choices.
+"""
+
+import math
+
+import pytest
+import torch
+from scipy.stats import ks_2samp
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from imbssl import UserError
+from imbssl.augment import (
+    AugmentConfig,
+    BatchAugment,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    grayscale,
+    normalize,
+)
+
+torch.set_num_threads(1)
+
+SIZE = 32
+NO_COLOUR = AugmentConfig(jitter_p=0.0, grayscale_p=0.0)
+
+
+def identity_aug(config=AugmentConfig(), size=SIZE):
+    """Augmenter with mean 0, std 1, so that outputs are images in [0, 1]."""
+    return BatchAugment(config, mean=[0.0] * 3, std=[1.0] * 3, image_size=size)
+
+
+def colourful_images(n, seed, size=SIZE):
+    """Random 4x4 blocks of saturated-ish colours, upsampled: contrast, hue and saturation all matter."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=g)
+    return blocks.repeat_interleave(size // 4, 2).repeat_interleave(size // 4, 3)
+
+
+def ramp_image(size=SIZE):
+    """Red encodes the column, green the row: the output reveals where the crop came from."""
+    pos = torch.arange(size) * (256 // size) + (128 // size)
+    red = pos.view(1, -1).expand(size, size)
+    green = pos.view(-1, 1).expand(size, size)
+    return torch.stack([red, green, torch.full((size, size), 128)]).to(torch.uint8)
+
+
+def crop_geometry(out):
+    """(width fraction, height fraction, flipped) of crops rendered from `ramp_image`, out in [0, 1]."""
+    dx = out[:, 0, :, -1] - out[:, 0, :, 0]  # per row: red at the right edge minus left edge
+    dy = out[:, 1, -1, :] - out[:, 1, 0, :]
+    step = (256 // SIZE) / 255  # ramp step per source pixel
+    width = dx.mean(1).abs() / step + 1
+    height = dy.mean(1) / step + 1
+    return width / SIZE, height / SIZE, dx.mean(1) < 0
+
+
+def torchvision_boxes(n, height, width, seed, scale=(0.2, 1.0)):
+    torch.manual_seed(seed)
+    crop = v2.RandomResizedCrop(SIZE, scale=scale)
+    image = torch.zeros(3, height, width, dtype=torch.uint8)
+    boxes = []
+    for _ in range(n):
+        p = crop.make_params([image])
+        boxes.append([p["left"], p["top"], p["left"] + p["width"], p["top"] + p["height"]])
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def our_boxes(n, height, width, seed, config=AugmentConfig()):
+    return identity_aug(config).sample_params(n, height, width, torch.Generator().manual_seed(seed)).boxes
+
+
+def area_and_log_ratio(boxes, height, width):
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return (w * h / (height * width)).numpy(), torch.log(w / h).numpy()
+
+
+# ---------------------------------------------------------------------------------------- basics
+
+
+@pytest.mark.parametrize("in_hw,size", [((32, 32), 32), ((32, 32), 16), ((24, 40), 20)])
+def test_output_shape_dtype_and_finite(in_hw, size):
+    images = torch.randint(0, 256, (6, 3, *in_hw), dtype=torch.uint8)
+    out = BatchAugment(AugmentConfig(), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], size)(images, torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, size, size)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_same_generator_state_gives_same_views_other_seed_differs():
+    images = colourful_images(16, seed=1)
+    aug = BatchAugment(AugmentConfig(), [0.5] * 3, [0.25] * 3, SIZE)
+    first = aug(images, torch.Generator().manual_seed(7))
+    again = aug(images, torch.Generator().manual_seed(7))
+    other = aug(images, torch.Generator().manual_seed(8))
+    assert torch.equal(first, again)
+    assert (first - other).abs().amax(dim=(1, 2, 3)).min() > 0.01  # every view differs
+
+
+def test_normalize_is_exactly_scaled_and_standardised():
+    images = torch.randint(0, 256, (5, 3, 7, 9), dtype=torch.uint8)
+    mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
+    expected = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    out = normalize(images, mean, std)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, expected)
+
+
+def test_rejects_non_uint8_images():
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(torch.zeros(2, 3, 4, 4), [0.5] * 3, [0.2] * 3)
+
+
+@pytest.mark.parametrize(
+    "field,value", [("crop_min_scale", 0.0), ("crop_min_scale", 1.5), ("flip_p", 1.2), ("hue", 0.6), ("contrast", -1.0)]
+)
+def test_bad_settings_raise_user_error_naming_the_field(field, value):
+    with pytest.raises(UserError, match=field):
+        AugmentConfig(**{field: value})
+
+
+# ---------------------------------------------------------------- exact agreement, same parameters
+
+
+@pytest.mark.parametrize("size", [32, 16])  # 16: shrinking uses torchvision's antialiasing filter
+def test_crop_resize_flip_match_torchvision_for_same_boxes(size):
+    images = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    aug = identity_aug(NO_COLOUR, size)
+    params = aug.sample_params(48, 32, 32, torch.Generator().manual_seed(3))
+    assert 0 < params.flip.sum() < 48
+    out = aug.apply(images, params)
+    for i in range(48):
+        left, top, right, bottom = (int(v) for v in params.boxes[i])
+        expected = F.resized_crop(images[i].float() / 255, top, left, bottom - top, right - left, [size, size], antialias=True)
+        if params.flip[i]:
+            expected = F.horizontal_flip(expected)
+        torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "ours,theirs,low,high",
+    [
+        (adjust_brightness, F.adjust_brightness, 0.0, 2.0),
+        (adjust_contrast, F.adjust_contrast, 0.0, 2.0),
+        (adjust_saturation, F.adjust_saturation, 0.0, 2.0),
+        (adjust_hue, F.adjust_hue, -0.5, 0.5),
+    ],
+)
+def test_colour_ops_with_per_image_factors_match_torchvision(ours, theirs, low, high):
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(40, 3, 8, 8, generator=g)
+    x[:4] = x[:4, :1]  # grey images: hue undefined, saturation no-op
+    x[4:8, :, :2] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # ties and pure primaries in the hue branches
+    x[8:12, 1:, 2:4] = 1.0
+    factors = low + (high - low) * torch.rand(40, generator=g)
+    out = ours(x, factors)
+    for i in range(40):
+        torch.testing.assert_close(out[i], theirs(x[i], float(factors[i])), atol=1e-5, rtol=0)
+
+
+def test_grayscale_matches_torchvision():
+    x = torch.rand(5, 3, 6, 6)
+    torch.testing.assert_close(grayscale(x), F.rgb_to_grayscale(x), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------- statistics of the random choices
+
+KS_ALPHA = 1e-3
+
+
+def test_crop_scale_and_ratio_distribution_matches_torchvision():
+    n = 4000
+    ours = area_and_log_ratio(our_boxes(n, 32, 32, seed=5), 32, 32)
+    theirs = area_and_log_ratio(torchvision_boxes(n, 32, 32, seed=5), 32, 32)
+    for a, b in zip(ours, theirs):
+        assert ks_2samp(a, b).pvalue > KS_ALPHA
+    assert ours[0].min() >= 0.17 and ours[0].max() == 1.0  # 0.2 up to rounding of the box sides
+    # The same test has the power to see a wrong scale range (torchvision's default 0.08).
+    wrong = area_and_log_ratio(our_boxes(n, 32, 32, seed=5, config=AugmentConfig(crop_min_scale=0.08)), 32, 32)
+    assert ks_2samp(wrong[0], theirs[0]).pvalue < KS_ALPHA
+
+
+def test_center_crop_fallback_matches_torchvision_on_a_wide_image():
+    # 8x40: most attempts are too tall, so ~3/4 of the draws fall back to the 8x11 center crop.
+    n = 3000
+    ours, theirs = our_boxes(n, 8, 40, seed=6), torchvision_boxes(n, 8, 40, seed=6)
+    center = torch.tensor([14.0, 0.0, 25.0, 8.0])
+    ours_fallback = (ours == center).all(1).float().mean().item()
+    theirs_fallback = (theirs == center).all(1).float().mean().item()
+    assert 0.5 < theirs_fallback < 0.95
+    assert abs(ours_fallback - theirs_fallback) < 0.045  # 4 standard errors of the difference
+    assert (ours[:, 2] <= 40).all() and (ours[:, 3] <= 8).all() and (ours[:, :2] >= 0).all()
+
+
+def test_rendered_crops_and_flips_match_torchvision_pipeline_statistics():
+    n = 500
+    image = ramp_image()
+    aug = identity_aug(NO_COLOUR)
+    ours = crop_geometry(aug(image.expand(n, -1, -1, -1).contiguous(), torch.Generator().manual_seed(9)))
+    torch.manual_seed(9)
+    pipeline = v2.Compose([v2.RandomResizedCrop(SIZE, scale=(0.2, 1.0)), v2.RandomHorizontalFlip(0.5)])
+    theirs = crop_geometry(torch.stack([pipeline(image) for _ in range(n)]).float() / 255)
+    area_ours, area_theirs = (ours[0] * ours[1]).numpy(), (theirs[0] * theirs[1]).numpy()
+    assert ks_2samp(area_ours, area_theirs).pvalue > KS_ALPHA
+    se = math.sqrt(0.25 / n)
+    assert abs(ours[2].float().mean() - 0.5) < 4 * se
+    assert abs(theirs[2].float().mean() - 0.5) < 4 * se
+    never = crop_geometry(identity_aug(AugmentConfig(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0))(image.expand(50, -1, -1, -1).contiguous(), torch.Generator().manual_seed(9)))
+    assert not never[2].any()
+
+
+def colour_change_stats(base, out):
+    """Per-sample mean |out - base| and whether out is grey; base/out in [0, 1]."""
+    change = (out - base).abs().mean(dim=(1, 2, 3))
+    grey = (out.amax(1) - out.amin(1)).amax(dim=(1, 2)) < 1e-6
+    return change, grey
+
+
+def test_colour_statistics_match_torchvision_pipeline():
+    n = 600
+    images = colourful_images(n, seed=10)
+    aug = identity_aug()
+    params = aug.sample_params(n, SIZE, SIZE, torch.Generator().manual_seed(11))
+    out = aug.apply(images, params)
+    params.jitter[:], params.gray[:] = False, False
+    ours = colour_change_stats(aug.apply(images, params), out)
+
+    torch.manual_seed(11)
+    geometry = v2.Compose([v2.RandomResizedCrop(SIZE, scale=(0.2, 1.0)), v2.RandomHorizontalFlip()])
+    colour = v2.Compose([v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(0.2)])
+    base = torch.stack([geometry(im) for im in images])
+    theirs = colour_change_stats(base.float() / 255, torch.stack([colour(b) for b in base]).float() / 255)
+
+    se = math.sqrt(0.2 * 0.8 / n)
+    for change, grey in (ours, theirs):
+        assert abs(grey.float().mean() - 0.2) < 4 * se
+        changed = (change[~grey] > 0).float().mean()  # jittered share of the colour outputs
+        assert abs(changed - 0.8) < 4 * math.sqrt(0.8 * 0.2 / (~grey).sum())
+    for grey_outputs in (True, False):
+        a, b = ours[0][ours[1] == grey_outputs], theirs[0][theirs[1] == grey_outputs]
+        assert abs(a.mean() - b.mean()) < 4 * math.sqrt(a.var() / len(a) + b.var() / len(b))

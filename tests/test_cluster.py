@@ -1,0 +1,185 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+from imbssl import UserError, checkpoint
+from imbssl.cluster import (
+    KMeansSettings,
+    cluster_subset,
+    contingency,
+    cuml_unavailable_reason,
+    kmeans,
+    order_by_size,
+    partition_random_like,
+    random_partition,
+)
+from imbssl.figures import figure3, write_cluster_table
+from imbssl.report import PlotSettings
+
+torch.set_num_threads(1)
+
+
+def blobs(n=300, centers=4, seed=0):
+    x, y = make_blobs(n_samples=n, centers=centers, n_features=8, cluster_std=0.5, random_state=seed)
+    return x.astype(np.float32), y
+
+
+def test_sklearn_kmeans_recovers_separable_blobs():
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x, y = blobs()
+    result = kmeans(x, k=4, seed=0, backend="sklearn")
+    assert normalized_mutual_info_score(y, result.assignments) == pytest.approx(1.0)
+    assert result.centroids.shape == (4, 8)
+    assert result.info["backend"] == "sklearn"
+    assert result.info["version"]
+    # Inertia is the sum of squared distances to the assigned centroids.
+    expected = ((x - result.centroids[result.assignments]) ** 2).sum()
+    assert result.inertia == pytest.approx(expected, rel=1e-4)
+
+
+def test_clusters_are_numbered_by_decreasing_size():
+    x, _ = make_blobs(n_samples=[50, 100, 250], n_features=4, cluster_std=0.3, random_state=1)
+    result = kmeans(x.astype(np.float32), k=3, seed=0, backend="sklearn")
+    assert np.bincount(result.assignments).tolist() == [250, 100, 50]
+
+
+def test_order_by_size_renumbers_assignments_and_centroids_together():
+    assignments = np.array([0, 1, 1, 2, 2, 2])
+    centroids = np.array([[0.0], [1.0], [2.0]])
+    new_assignments, new_centroids = order_by_size(assignments, centroids)
+    assert new_assignments.tolist() == [2, 1, 1, 0, 0, 0]
+    assert new_centroids.ravel().tolist() == [2.0, 1.0, 0.0]
+
+
+def test_auto_picks_sklearn_without_cuda_or_cuml():
+    if cuml_unavailable_reason() is None:
+        pytest.skip("cuML and a CUDA device are present: auto picks cuML here")
+    x, _ = blobs(n=60, centers=2)
+    assert kmeans(torch.from_numpy(x), k=2, seed=0, backend="auto").info["backend"] == "sklearn"
+
+
+def test_cuml_where_it_cannot_run_names_the_setting():
+    if cuml_unavailable_reason() is None:
+        pytest.skip("cuML can run here")
+    x, _ = blobs(n=60, centers=2)
+    with pytest.raises(UserError, match="clustering.backend"):
+        kmeans(x, k=2, seed=0, backend="cuml")
+
+
+def test_bad_backend_and_k_are_user_errors():
+    x, _ = blobs(n=10, centers=2)
+    with pytest.raises(UserError, match="clustering.backend"):
+        kmeans(x, k=2, seed=0, backend="faiss")
+    with pytest.raises(UserError, match="clustering.k"):
+        kmeans(x, k=11, seed=0, backend="sklearn")
+
+
+def test_kmeans_is_deterministic_for_a_seed():
+    x, _ = blobs(n=200, centers=6, seed=3)  # overlapping enough that seeds could disagree
+    a = kmeans(x, k=5, seed=7, backend="sklearn", n_init=2)
+    b = kmeans(x, k=5, seed=7, backend="sklearn", n_init=2)
+    assert np.array_equal(a.assignments, b.assignments)
+    assert np.array_equal(a.centroids, b.centroids)
+    assert a.inertia == b.inertia
+
+
+def test_random_partition_has_the_given_sizes_and_covers_each_index_once():
+    sizes = [7, 0, 3, 10]
+    parts = random_partition(sizes, 20, seed=0)
+    assert parts.shape == (20,)
+    assert np.bincount(parts, minlength=4).tolist() == sizes
+    assert not np.array_equal(parts, random_partition(sizes, 20, seed=1))
+    assert np.array_equal(parts, random_partition(sizes, 20, seed=0))
+    with pytest.raises(UserError, match="sum to 21"):
+        random_partition(sizes, 21, seed=0)
+
+
+def test_contingency_counts_by_hand():
+    table = contingency(np.array([0, 0, 1, 1, 1]), np.array([2, 0, 2, 2, 1]), k=2, num_classes=3)
+    assert table.tolist() == [[1, 0, 1], [0, 1, 2]]
+
+
+@pytest.fixture
+def clustered(tmp_path):
+    """A features file and subset file for 90 images in 3 separable groups; the k-means output."""
+    x, y = make_blobs(n_samples=[50, 30, 10], n_features=16, cluster_std=0.4, random_state=2)
+    indices = np.arange(90) * 3 + 1  # indices into a (pretend) train split
+    labels = y  # here the classes are the blobs, so NMI must be 1
+    subset = tmp_path / "imbalanced-p10.csv"
+    subset.write_text("index,label\n" + "".join(f"{i},{c}\n" for i, c in zip(indices, labels)))
+    features = tmp_path / "features.pt"
+    checkpoint.save({"features": torch.from_numpy(x.astype(np.float32)), "index": torch.from_numpy(indices)},
+                    features)
+    settings = KMeansSettings(k=3, backend="sklearn", n_init=3)
+    out = tmp_path / "kmeans"
+    cluster_subset(str(features), str(subset), str(out), seed=0, settings=settings, subset_name="imbalanced-p10")
+    return features, subset, out, indices, labels, settings
+
+
+def test_cluster_subset_writes_every_file(clustered):
+    _, _, out, indices, labels, _ = clustered
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k"] == 3 and summary["n"] == 90
+    assert summary["sizes"] == [50, 30, 10]
+    assert summary["nmi"] == pytest.approx(1.0) and summary["ari"] == pytest.approx(1.0)
+    assert summary["backend"] == "sklearn" and summary["subset"] == "imbalanced-p10"
+    for key in ("inertia", "version", "seconds"):
+        assert summary[key] is not None
+    assignments = pd.read_csv(out / "assignments.csv")
+    assert assignments["index"].tolist() == indices.tolist()
+    # Each cluster file is a subset file holding exactly that cluster's images.
+    members = [pd.read_csv(out / f"cluster{j}.csv") for j in range(3)]
+    assert [len(m) for m in members] == [50, 30, 10]
+    assert sorted(np.concatenate([m["index"] for m in members]).tolist()) == indices.tolist()
+    table = pd.read_csv(out / "contingency.csv").set_index("cluster")
+    assert table.to_numpy().sum() == 90 and (table.to_numpy().max(axis=1) == [50, 30, 10]).all()
+    pca = pd.read_csv(out / "pca.csv")
+    assert list(pca.columns) == ["index", "x", "y", "cluster", "label"] and len(pca) == 90
+
+
+def test_cluster_subset_is_deterministic_for_a_seed(clustered, tmp_path):
+    features, subset, out, *_, settings = clustered
+    again = tmp_path / "again"
+    cluster_subset(str(features), str(subset), str(again), seed=0, settings=settings)
+    for name in ("assignments.csv", "contingency.csv", "pca.csv", "cluster0.csv"):
+        assert (again / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_cluster_subset_rejects_features_of_another_subset(clustered, tmp_path):
+    features, _, _, indices, labels, settings = clustered
+    other = tmp_path / "other.csv"
+    other.write_text("index,label\n" + "".join(f"{i + 1},{c}\n" for i, c in zip(indices, labels)))
+    with pytest.raises(UserError, match="rerun the features rule"):
+        cluster_subset(str(features), str(other), str(tmp_path / "x"), seed=0, settings=settings)
+
+
+def test_random_partition_like_has_the_kmeans_sizes(clustered, tmp_path):
+    _, subset, out, indices, _, _ = clustered
+    random_dir = tmp_path / "random"
+    partition_random_like(str(out), str(subset), str(random_dir), seed=0, subset_name="imbalanced-p10")
+    summary = json.loads((random_dir / "summary.json").read_text())
+    assert summary["sizes"] == [50, 30, 10] and summary["kind"] == "random"
+    assert summary["nmi"] < 0.5  # a random split does not follow the groups
+    assignments = pd.read_csv(random_dir / "assignments.csv")
+    assert assignments["index"].tolist() == indices.tolist()
+    assert not (random_dir / "pca.csv").exists()
+
+
+def test_figure3_and_cluster_table_from_files(clustered, tmp_path):
+    _, subset, out, *_ = clustered
+    partition_random_like(str(out), str(subset), str(tmp_path / "random"), seed=0, subset_name="imbalanced-p10")
+    pngs = [tmp_path / "fig3.png", tmp_path / "fig3.pdf"]
+    figure3(out / "pca.csv", out / "contingency.csv", pngs, PlotSettings(dpi=50), summary_file=out / "summary.json")
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[1].read_bytes()[:4] == b"%PDF"
+    table = write_cluster_table([tmp_path / "random" / "summary.json", out / "summary.json"],
+                                tmp_path / "clusters.csv", tmp_path / "clusters.md")
+    assert table["kind"].tolist() == ["kmeans", "random"]
+    assert table["sizes"].tolist() == ["50 / 30 / 10"] * 2
+    written = pd.read_csv(tmp_path / "clusters.csv")
+    assert list(written.columns) == ["subset", "seed", "kind", "k", "n", "sizes", "nmi", "ari", "backend"]
+    assert "| imbalanced-p10 |" in (tmp_path / "clusters.md").read_text()

@@ -1,0 +1,221 @@
+"""MSN / PMSN: loss pieces against hand-computed values, patch dropping, EMA, a few real steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from imbssl import UserError
+from imbssl.augment import normalize
+from imbssl.methods import build_method
+from imbssl.methods.msn import (
+    ema_momentum, ema_update_, entropy, kl_divergence, power_law, prior_distribution, prior_term, sinkhorn,
+)
+from imbssl.models import build_backbone
+from imbssl.plot_prototypes import figure_prototype_usage, prior_counts, sorted_usage
+from imbssl.prototypes import prototype_usage
+from imbssl.vit import build_vit, num_kept, random_keep
+
+torch.set_num_threads(1)
+
+
+def test_sinkhorn_one_iteration_matches_hand_computation():
+    # 2 images x 2 prototypes. By hand: /sum -> [[.45,.05],[.3,.2]]; prototypes to 1/2 each ->
+    # [[.3,.1],[.2,.4]]; images to 1/2 each, x2 -> [[.75,.25],[1/3,2/3]].
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+    out = sinkhorn(probs, iters=1)
+    torch.testing.assert_close(out, torch.tensor([[0.75, 0.25], [1 / 3, 2 / 3]]))
+
+
+def test_sinkhorn_rows_sum_to_one_and_columns_to_n_over_k():
+    probs = torch.softmax(torch.randn(12, 4, generator=torch.Generator().manual_seed(0)) * 3, dim=1)
+    few = sinkhorn(probs, iters=3)
+    torch.testing.assert_close(few.sum(dim=1), torch.ones(12))
+    many = sinkhorn(probs, iters=200)
+    torch.testing.assert_close(many.sum(dim=0), torch.full((4,), 12 / 4), atol=1e-4, rtol=0)
+    assert sinkhorn(probs, iters=0) is probs
+
+
+def test_uniform_prior_term_is_log_k_minus_entropy():
+    p = torch.tensor([0.5, 0.25, 0.25])
+    uniform = prior_distribution("uniform", 3, tau=0.25)
+    # 0.5 ln(1.5) + 0.25 ln(0.75) * 2 = log 3 - 1.5 ln 2
+    expected = 0.5 * math.log(1.5) + 0.5 * math.log(0.75)
+    assert prior_term(p, uniform).item() == pytest.approx(expected, abs=1e-6)
+    assert prior_term(p, uniform).item() == pytest.approx(math.log(3) - entropy(p).item(), abs=1e-6)
+    assert prior_term(uniform, uniform).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_power_law_prior_values():
+    torch.testing.assert_close(power_law(2, tau=1.0), torch.tensor([2 / 3, 1 / 3]))
+    # k^-0.5 for k=1..4: 1, 0.70711, 0.57735, 0.5 (sum 2.78446)
+    torch.testing.assert_close(power_law(4, tau=0.5), torch.tensor([0.35914, 0.25395, 0.20734, 0.17957]),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(power_law(5, tau=0.0), torch.full((5,), 0.2))
+
+
+def test_power_law_prior_term_in_both_directions():
+    prior = power_law(2, tau=1.0)  # [2/3, 1/3]
+    p = torch.tensor([0.5, 0.5])
+    # KL(p || prior) = 0.5 ln(0.75) + 0.5 ln(1.5); KL(prior || p) = 2/3 ln(4/3) + 1/3 ln(2/3)
+    assert prior_term(p, prior, "mean_to_prior").item() == pytest.approx(
+        0.5 * math.log(0.75) + 0.5 * math.log(1.5), abs=1e-6)
+    assert prior_term(p, prior, "prior_to_mean").item() == pytest.approx(
+        2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3), abs=1e-6)
+    with pytest.raises(UserError, match="kl_direction"):
+        prior_term(p, prior, "sideways")
+
+
+def test_kl_treats_zero_probabilities_as_zero_mass():
+    assert kl_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])).item() == pytest.approx(math.log(2))
+
+
+def test_ema_update_on_a_toy_module():
+    online, target = nn.Linear(2, 1), nn.Linear(2, 1)
+    with torch.no_grad():
+        online.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        target.weight.copy_(torch.tensor([[3.0, -2.0]]))
+    ema_update_(target, online, momentum=0.75)
+    torch.testing.assert_close(target.weight, torch.tensor([[0.75 * 3 + 0.25 * 1, 0.75 * -2 + 0.25 * 2]]))
+
+
+def test_ema_momentum_schedule():
+    assert ema_momentum(0.0, 0.996) == pytest.approx(0.996)
+    assert ema_momentum(0.5, 0.996) == pytest.approx(0.998)
+    assert ema_momentum(1.0, 0.996) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("num_patches,mask_ratio,expected", [(64, 0.15, 54), (16, 0.15, 14), (16, 0.0, 16),
+                                                             (64, 0.5, 32)])
+def test_patch_masking_keeps_the_rounded_share(num_patches, mask_ratio, expected):
+    assert num_kept(num_patches, mask_ratio) == expected
+    keep = random_keep(3, num_patches, mask_ratio)
+    assert keep.shape == (3, expected)
+    assert all(len(set(row.tolist())) == expected for row in keep)  # no patch twice
+    assert int(keep.min()) >= 0 and int(keep.max()) < num_patches
+
+
+def test_vit_encodes_only_the_kept_patches():
+    vit = build_vit("vit_mini", image_size=16).eval()
+    assert vit.num_patches == 16 and vit.output_dim == 96
+    lengths = []
+    vit.encoder.layers[0].register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        vit(x, keep=random_keep(2, 16, 0.25))
+        full = vit(x)
+        # Position embeddings go on before the gather: a permuted full set of patches is the same image.
+        shuffled = vit(x, keep=torch.stack([torch.randperm(16), torch.randperm(16)]))
+    assert lengths == [1 + 12, 1 + 16, 1 + 16]
+    torch.testing.assert_close(shuffled, full, atol=1e-4, rtol=1e-4)
+
+
+def test_vit_rejects_image_size_not_divisible_by_patch():
+    with pytest.raises(UserError, match="patch size"):
+        build_vit("vit_mini", image_size=18)
+
+
+def _small(name, backbone, **overrides):
+    settings = dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=20, base_lr=1e-3, ema_start=0.9)
+    settings.update(overrides)
+    return build_method(name, backbone, **settings)
+
+
+@pytest.mark.parametrize("name,prior", [("msn", "uniform"), ("pmsn", "powerlaw")])
+def test_training_steps_finite_and_target_follows_ema(name, prior):
+    torch.manual_seed(0)
+    method = _small(name, build_backbone("vit_mini", image_size=16))
+    assert method.config.prior == prior
+    optimizer = method.make_optimizer(batch_size=8)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in trained for p in method.target.parameters())
+    assert all(not p.requires_grad for p in method.target.parameters())
+    for step in range(3):
+        views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+        loss, metrics = method.loss(views)
+        assert torch.isfinite(loss)
+        assert set(metrics) >= {"out_std", "proto_entropy"}
+        assert all(v.ndim == 0 for v in metrics.values())
+        assert 0 < metrics["proto_entropy"].item() <= math.log(20) + 1e-5
+        optimizer.zero_grad()
+        loss.backward()
+        assert method.prototypes.grad is not None
+        before = [p.detach().clone() for p in method.target.parameters()]
+        optimizer.step()
+        progress = (step + 1) / 3
+        method.after_step(progress)
+        m = ema_momentum(progress, 0.9)
+        online = list(method.backbone.parameters()) + list(method.projector.parameters())
+        for t_old, t_new, o in zip(before, method.target.parameters(), online, strict=True):
+            torch.testing.assert_close(t_new, m * t_old + (1 - m) * o.detach())
+    # At progress 1 the momentum is 1: the target stopped; the last update changed nothing.
+    torch.testing.assert_close(list(method.target.parameters())[0], before[0])
+
+
+def test_target_starts_as_copy_and_survives_state_dict_round_trip():
+    torch.manual_seed(0)
+    backbone = build_backbone("vit_mini", image_size=16)
+    method = _small("msn", backbone)
+    with torch.no_grad():  # weights loaded after construction (pretrain --init) reach the target
+        backbone.conv_proj.weight.add_(1.0)
+    method.loss([torch.randn(4, 3, 16, 16)] * 2)
+    torch.testing.assert_close(method.target["backbone"].conv_proj.weight, backbone.conv_proj.weight)
+    with torch.no_grad():
+        method.target["backbone"].conv_proj.weight.mul_(0.5)  # a trained target differs from the anchor
+    state = method.state_dict()
+    assert any(k.startswith("target.") for k in state)
+    resumed = _small("msn", build_backbone("vit_mini", image_size=16))
+    resumed.load_state_dict(state)
+    resumed.loss([torch.randn(4, 3, 16, 16)] * 2)  # must not re-copy the anchor over the resumed target
+    torch.testing.assert_close(resumed.target["backbone"].conv_proj.weight,
+                               method.target["backbone"].conv_proj.weight)
+
+
+def test_resnet_backbone_uses_the_second_crop_as_anchor():
+    torch.manual_seed(0)
+    method = _small("pmsn", build_backbone("resnet10", width=4, image_size=16))
+    assert not method.masks_patches
+    loss, metrics = method.loss([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)])
+    assert torch.isfinite(loss) and metrics["out_std"] > 0
+
+
+def test_bad_prior_is_a_user_error():
+    with pytest.raises(UserError, match="prior"):
+        _small("msn", build_backbone("vit_mini", image_size=16), prior="zipf")
+
+
+def test_prototype_usage_counts_the_winning_prototype_of_each_image():
+    torch.manual_seed(0)
+    method = _small("msn", build_backbone("vit_mini", image_size=16), num_prototypes=3).eval()
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    mean, std = [0.5] * 3, [0.25] * 3
+    with torch.no_grad():  # prototypes = target outputs of images a, b, c
+        z = method.target["projector"](method.target["backbone"](normalize(images, mean, std)))
+        method.prototypes.copy_(z)
+    batch = images[[0, 0, 1]]  # a, a, b: a wins prototype 0 twice, b prototype 1, c's prototype none
+    assert prototype_usage(method, batch, mean, std, batch_size=2).tolist() == [2, 1, 0]
+
+
+def test_prototype_usage_figure_from_files_only(tmp_path):
+    np.testing.assert_allclose(prior_counts("powerlaw", 1.0, 2, 30), [20.0, 10.0])
+    assert prior_counts("uniform", 0.25, 4, 8).tolist() == [2.0, 2.0, 2.0, 2.0]
+    assert sorted_usage([0, 3, 1, 0, 5]).tolist() == [5.0, 3.0, 1.0]
+    paths = []
+    for name, prior, counts in [("msn", "uniform", [3, 3, 2, 0]), ("pmsn", "powerlaw", [5, 2, 1, 0])]:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"method": name, "prior": prior, "tau": 0.25, "num_prototypes": 4,
+                                    "num_images": 8, "counts": counts}))
+        paths.append(str(path))
+    out = [str(tmp_path / "usage.png"), str(tmp_path / "usage.pdf")]
+    figure_prototype_usage(paths, out)
+    assert (tmp_path / "usage.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "usage.pdf").read_bytes()[:4] == b"%PDF"
+    code = "import sys, imbssl.plot_prototypes; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,113 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from imbssl import UserError, checkpoint
+from imbssl.augment import AugmentConfig, BatchAugment
+from imbssl.methods.registry import Method, MethodConfig
+from imbssl.methods.simsiam import SimSiamConfig
+from imbssl.models import ModelConfig
+from imbssl.train import TrainSettings, effective_batch_size, pretrain, train_loop
+
+TINY = ModelConfig(arch="resnet10", width=4)
+
+
+def _settings(**kw):
+    base = dict(epochs=2, batch_size=32, checkpoint_every=1, knn_every=1, knn_k=5, log_every=2)
+    return TrainSettings(**{**base, **kw})
+
+
+def _pretrain(digits_data, out_dir, **kw):
+    train, test, subsets = digits_data
+    return pretrain("simsiam", SimSiamConfig(proj_dim=32, pred_hidden_dim=8), str(train), str(test),
+                    str(subsets / "imbalanced-p100.csv"), str(out_dir), seed=1, settings=kw.pop("settings", _settings()),
+                    model=TINY, augment=AugmentConfig(), **kw)
+
+
+def _weights(path):
+    return checkpoint.load(path)["method_state"]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits_data, tmp_path):
+    _pretrain(digits_data, tmp_path / "straight")
+    partial = _pretrain(digits_data, tmp_path / "resumed", stop_after_epoch=1)
+    assert partial.name == "checkpoint.pt" and not (tmp_path / "resumed" / "model.pt").exists()
+    _pretrain(digits_data, tmp_path / "resumed")
+    a, b = _weights(tmp_path / "straight" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert not (tmp_path / "straight" / "checkpoint.pt").exists()
+    straight = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
+    resumed = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
+    assert straight[0] == resumed[0] and len(straight) == len(resumed) == 3
+    assert [r.split(",")[:3] for r in straight] == [r.split(",")[:3] for r in resumed]  # epoch, lr, loss
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(digits_data, tmp_path):
+    _pretrain(digits_data, tmp_path / "run", stop_after_epoch=1)
+    _pretrain(digits_data, tmp_path / "run", settings=_settings(epochs=1))
+    assert (tmp_path / "run" / "model.pt").exists()
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_metrics_csv_has_the_monitoring_columns(digits_data, tmp_path):
+    _pretrain(digits_data, tmp_path / "run", settings=_settings(epochs=1))
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for column in ("epoch", "loss", "lr", "out_std", "knn_top1", "images_per_s"):
+        assert column in header
+    meta = checkpoint.load(tmp_path / "run" / "model.pt")
+    assert meta["arch"] == "resnet10" and meta["output_dim"] == 32 and len(meta["mean"]) == 3
+
+
+def test_killed_job_resumes_from_its_checkpoint(digits_data, tmp_path):
+    train, test, subsets = digits_data
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "imbssl.cli", "pretrain", "--method", "simsiam", "--train-data", str(train),
+           "--test-data", str(test), "--subset", str(subsets / "imbalanced-p100.csv"), "--out-dir", str(out),
+           "--epochs", "30", "--batch-size", "32", "--checkpoint-every", "1", "--knn-every", "0",
+           "--arch", "resnet10", "--width", "4", "--proj-dim", "16", "--pred-hidden-dim", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
+    done_before = checkpoint.load(out / "checkpoint.pt")["epoch"]
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming {out} from epoch {done_before}" in rerun.stderr
+    assert (out / "model.pt").exists()
+
+
+class _NaNMethod(Method):
+    name = "nan"
+
+    def __init__(self):
+        super().__init__(torch.nn.Linear(1, 1), MethodConfig())
+        self.backbone.output_dim = 1
+
+    def loss(self, views, index=None):
+        value = self.backbone.weight.sum() * float("nan")
+        return value, {"out_std": value.detach()}
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+    aug = BatchAugment(AugmentConfig(), [0.5] * 3, [0.25] * 3, 4)
+    with pytest.raises(UserError, match="diverged.*base_lr"):
+        train_loop(_NaNMethod(), images, _settings(knn_every=0), aug, tmp_path, 0, "x")
+
+
+def test_small_training_sets_use_a_smaller_batch():
+    assert effective_batch_size(5, 1024) == 5
+    assert effective_batch_size(4096, 1024) == 1024
+    with pytest.raises(UserError, match="at least 2"):
+        effective_batch_size(1, 1024)
