@@ -210,8 +210,8 @@ def test_rendered_crops_and_flips_match_torchvision_pipeline_statistics():
     se = math.sqrt(0.25 / n)
     assert abs(ours[2].float().mean() - 0.5) < 4 * se
     assert abs(theirs[2].float().mean() - 0.5) < 4 * se
-    never = crop_geometry(identity_aug(AugmentConfig(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0))(image.expand(50, -1, -1, -1).contiguous(), torch.Generator().manual_seed(9)))
-    assert not never[2].any()
+    no_flip = identity_aug(AugmentConfig(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0))
+    assert not crop_geometry(no_flip(image.expand(50, -1, -1, -1).contiguous(), torch.Generator().manual_seed(9)))[2].any()
 
 
 def colour_change_stats(base, out):
@@ -244,3 +244,20 @@ def test_colour_statistics_match_torchvision_pipeline():
     for grey_outputs in (True, False):
         a, b = ours[0][ours[1] == grey_outputs], theirs[0][theirs[1] == grey_outputs]
         assert abs(a.mean() - b.mean()) < 4 * math.sqrt(a.var() / len(a) + b.var() / len(b))
+
+
+@pytest.mark.parametrize("op", ["brightness", "contrast", "saturation", "hue"])
+def test_each_jitter_op_changes_colours_like_torchvision(op):
+    # Whole image (no crop), always jittered with this op only: mean |change| per image must agree.
+    n = 400
+    images = colourful_images(n, seed=12)
+    strength = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, op: AugmentConfig().__dict__[op]}
+    config = AugmentConfig(
+        crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip_p=0.0, jitter_p=1.0, grayscale_p=0.0, **strength
+    )
+    ours = (identity_aug(config)(images, torch.Generator().manual_seed(13)) - images / 255).abs().mean(dim=(1, 2, 3))
+    torch.manual_seed(13)
+    jitter = v2.ColorJitter(**strength)
+    theirs = torch.stack([(jitter(im).float() - im.float()).abs().mean() / 255 for im in images])
+    assert theirs.mean() > 0.02
+    assert abs(ours.mean() - theirs.mean()) < 4 * math.sqrt(ours.var() / n + theirs.var() / n)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from imbssl import UserError, checkpoint
 from imbssl.distill import DistillConfig, Distiller, RegressionHeads, Teachers, distill_loss

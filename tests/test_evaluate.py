@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 import torch
 
 from imbssl.evaluate import EvalSettings, evaluate_checkpoint, linear_probe, per_class_accuracy
@@ -27,7 +29,7 @@ def test_linear_probe_separates_separable_features():
 def test_per_class_accuracy_by_hand():
     pred = torch.tensor([0, 0, 1, 1, 1])
     labels = torch.tensor([0, 1, 1, 1, 2])
-    assert per_class_accuracy(pred, labels, 3) == [1.0, 2 / 3, 0.0]
+    assert per_class_accuracy(pred, labels, 3) == pytest.approx([1.0, 2 / 3, 0.0])
 
 
 def test_evaluate_checkpoint_writes_a_result(digits_data, tmp_path):

@@ -255,6 +255,10 @@ class BatchAugment:
 
     def apply(self, images: Tensor, params: AugmentParams) -> Tensor:
         """Apply drawn parameters: crop+resize, flip, colour jitter, grayscale, normalise."""
+        with torch.autocast(images.device.type, enabled=False):  # float32 even inside a bf16 training step
+            return self._apply(images, params)
+
+    def _apply(self, images: Tensor, params: AugmentParams) -> Tensor:
         left, top, right, bottom = params.boxes.unbind(1)
         rows = _resize_weights(top, bottom - top, images.shape[2], self.image_size)
         cols = _resize_weights(left, right - left, images.shape[3], self.image_size)

@@ -152,6 +152,21 @@ def _args_figure_subsets(p):
     add_flags(p, PlotSettings, "plot")
 
 
+def _args_bench(p):
+    from .bench import BenchSettings
+    from .settings import add_flags
+
+    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    add_flags(p, BenchSettings, "benchmark")
+
+
+def _cmd_bench(args):
+    from .bench import BenchSettings, run
+    from .settings import from_args
+
+    run(from_args(BenchSettings, args), args.out)
+
+
 # name -> (help, adds the command's flags, runs it). Flags are added only for the command being
 # run, so that e.g. `imbssl table` never imports torch.
 COMMANDS = {
@@ -161,6 +176,7 @@ COMMANDS = {
     "evaluate": ("linear probe + kNN + per-class accuracy of a backbone", _args_evaluate, _cmd_evaluate),
     "table": ("mean/std over seeds of result JSONs as CSV + Markdown", _args_table, _cmd_table),
     "figure-subsets": ("Figure 1: images per class of every subset", _args_figure_subsets, _cmd_figure_subsets),
+    "bench": ("training throughput: the engine vs a conventional DataLoader pipeline", _args_bench, _cmd_bench),
 }
 
 

@@ -159,15 +159,7 @@ def train_loop(
             lr = cosine_lr(global_step, total_steps, peak_lr, settings.warmup_epochs * steps_per_epoch)
             set_lr(optimizer, lr)
             index = order[step * batch_size:(step + 1) * batch_size]
-            batch = images[index]
-            views = [augment(batch, generator) for _ in range(module.num_views)]
-            if channels_last:
-                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, metrics = module.loss(views, index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, metrics = train_step(module, optimizer, images, index, augment, generator, amp, channels_last)
             module.after_step((global_step + 1) / total_steps)
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
@@ -196,6 +188,23 @@ def train_loop(
             break
     bar.close()
     return rows
+
+
+def train_step(
+    module: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, index: torch.Tensor,
+    augment: Callable, generator: torch.Generator, amp: bool, channels_last: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step on images[index]: augment on the device, forward, backward, update."""
+    batch = images[index]
+    views = [augment(batch, generator) for _ in range(module.num_views)]
+    if channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss, metrics = module.loss(views, index)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, metrics
 
 
 def _check_finite(loss: float, epoch: int, out_dir: Path) -> None:

@@ -1,0 +1,289 @@
+"""`imbssl bench`: training throughput of the project's engine against a conventional pipeline.
+
+Both pipelines train the same model with the same batch size on the same device:
+- engine: the uint8 subset on the device, batched tensor augmentations (augment.py), bf16
+  autocast, channels_last and torch.compile on CUDA, fused optimizer steps (train.train_step);
+- reference: torchvision.transforms.v2 applied per image in DataLoader worker processes,
+  fp32, contiguous NCHW, no compile: how published CIFAR SSL code is usually written.
+Every figure is the median over several timed windows after warm-up steps. It also times feature
+extraction, k-means on 20k x 512 features per available backend and a 100-epoch linear probe,
+and turns the measured rates into an estimate of the paper-scale wall time per table.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .atomic import write_json
+from .augment import AugmentConfig, BatchAugment
+from .features import extract, resolve_device
+from .methods import build_method
+from .models import build_backbone
+from .train import train_step
+
+# Paper-scale workload (CIFAR-10): subset sizes and epoch budgets of Tables 2 and 3.
+PAPER_SUBSETS = {"imbalanced-p10": 20431, "balanced-p10": 20431, "imbalanced-p100": 12406,
+                 "balanced-p100": 12406, "full": 50000}
+PAPER_EPOCHS, BASE_EPOCHS, EXPERT_EPOCHS, DISTILL_EPOCHS = 300, 40, 180, 80
+
+
+@dataclass
+class BenchSettings:
+    methods: list[str] = field(default_factory=lambda: ["simsiam", "simclr"])
+    arch: str = "resnet18"
+    width: int = 64
+    image_size: int = 32
+    batch_size: int = 1024
+    num_images: int = 20480
+    warmup_steps: int = 15
+    window_steps: int = 10
+    windows: int = 5
+    workers: int = 8  # DataLoader worker processes of the reference pipeline
+    reference: bool = True
+    compile: str = "auto"  # the engine's torch.compile setting (auto: on for CUDA)
+    compare_compile: bool = False  # also time the engine with compile off
+    kmeans_points: int = 20000
+    kmeans_dim: int = 512
+    kmeans_k: int = 5
+    linear_epochs: int = 100
+    device: str = "auto"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_windows(step, device, settings: BenchSettings) -> list[float]:
+    """Seconds per window of `window_steps` steps, after `warmup_steps` untimed steps."""
+    for _ in range(settings.warmup_steps):
+        step()
+    _sync(device)
+    seconds = []
+    for _ in range(settings.windows):
+        start = time.perf_counter()
+        for _ in range(settings.window_steps):
+            step()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _images_per_s(seconds: list[float], settings: BenchSettings) -> float:
+    return settings.window_steps * settings.batch_size / statistics.median(seconds)
+
+
+def _synthetic_images(settings: BenchSettings) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (settings.num_images, settings.image_size, settings.image_size, 3), dtype=np.uint8)
+
+
+def _reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def bench_engine(method: str, images_np, settings: BenchSettings, device, compile_backbone: bool) -> dict:
+    torch.manual_seed(0)
+    module = build_method(method, build_backbone(settings.arch, settings.width, settings.image_size)).to(device)
+    optimizer = module.make_optimizer(settings.batch_size)
+    cuda = device.type == "cuda"
+    if cuda:
+        module.to(memory_format=torch.channels_last)
+    if compile_backbone:
+        module.backbone.compile()
+    images = torch.from_numpy(images_np).to(device).permute(0, 3, 1, 2).contiguous()
+    augment = BatchAugment(AugmentConfig(), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], settings.image_size)
+    generator = torch.Generator(device=device).manual_seed(0)
+    n = images.shape[0]
+
+    def step():
+        index = torch.randint(0, n, (settings.batch_size,), generator=generator, device=device)
+        train_step(module, optimizer, images, index, augment, generator, amp=cuda, channels_last=cuda)
+
+    _reset_peak(device)
+    seconds = _timed_windows(step, device, settings)
+    return {"images_per_s": _images_per_s(seconds, settings), "window_seconds": seconds,
+            "peak_mem_mib": _peak_mib(device), "compile": compile_backbone}
+
+
+class _TwoViews(torch.utils.data.Dataset):
+    """The conventional dataset: two independently transformed views of one image per item."""
+
+    def __init__(self, images: np.ndarray, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = torch.from_numpy(self.images[i]).permute(2, 0, 1)
+        return self.transform(image), self.transform(image)
+
+
+def reference_transform(image_size: int, mean, std):
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+def bench_reference(method: str, images_np, settings: BenchSettings, device) -> dict:
+    torch.manual_seed(0)
+    module = build_method(method, build_backbone(settings.arch, settings.width, settings.image_size)).to(device)
+    optimizer = module.make_optimizer(settings.batch_size)
+    dataset = _TwoViews(images_np, reference_transform(settings.image_size, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True, num_workers=settings.workers,
+        pin_memory=device.type == "cuda", persistent_workers=settings.workers > 0)
+
+    def batches():
+        while True:
+            yield from loader
+
+    stream = batches()
+
+    def step():
+        x1, x2 = next(stream)
+        x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        loss, _ = module.loss([x1, x2], None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    _reset_peak(device)
+    seconds = _timed_windows(step, device, settings)
+    return {"images_per_s": _images_per_s(seconds, settings), "window_seconds": seconds,
+            "peak_mem_mib": _peak_mib(device)}
+
+
+def bench_features(images_np, settings: BenchSettings, device) -> dict:
+    backbone = build_backbone(settings.arch, settings.width, settings.image_size).to(device)
+    if device.type == "cuda":
+        backbone.to(memory_format=torch.channels_last)
+    images = torch.from_numpy(images_np).to(device).permute(0, 3, 1, 2).contiguous()
+    extract(backbone, images[:1024], [0.5] * 3, [0.25] * 3)  # warm-up
+    _sync(device)
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        extract(backbone, images, [0.5] * 3, [0.25] * 3)
+        _sync(device)
+        runs.append(time.perf_counter() - start)
+    return {"images_per_s": len(images) / statistics.median(runs)}
+
+
+def bench_kmeans(settings: BenchSettings, device) -> dict:
+    from . import cluster
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(settings.kmeans_points, settings.kmeans_dim, generator=g)
+    results = {}
+    backends = ["sklearn"] + (["cuml"] if cluster.cuml_unavailable_reason() is None else [])
+    for backend in backends:
+        data = features.to(device) if backend == "cuml" else features
+        start = time.perf_counter()
+        cluster.kmeans(data, settings.kmeans_k, seed=0, backend=backend)
+        results[backend] = {"seconds": time.perf_counter() - start}
+    return results
+
+
+def bench_linear(settings: BenchSettings, device) -> dict:
+    from .evaluate import EvalSettings, linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20431, 8 * settings.width, generator=g).to(device)
+    y = (torch.arange(20431) % 10).to(device)
+    start = time.perf_counter()
+    linear_probe(x, y, x[:10000], 10, EvalSettings(epochs=settings.linear_epochs))
+    _sync(device)
+    return {"seconds": time.perf_counter() - start, "epochs": settings.linear_epochs, "train_n": 20431}
+
+
+def paper_estimate(rates: dict[str, float], linear_seconds: float) -> dict:
+    """Wall time of the paper-scale run from measured two-view images/s (one seed)."""
+    table2 = sum(PAPER_EPOCHS * sum(PAPER_SUBSETS.values()) / rates[m] for m in ("simsiam", "simclr") if m in rates)
+    imbalanced = PAPER_SUBSETS["imbalanced-p10"] + PAPER_SUBSETS["imbalanced-p100"]
+    simsiam = rates.get("simsiam")
+    # base once, experts and distillation twice (k-means and random partitions); a distillation
+    # step (one student view + frozen teachers) is costed as a SimSiam step.
+    table3 = (BASE_EPOCHS + 2 * (EXPERT_EPOCHS + DISTILL_EPOCHS)) * imbalanced / simsiam if simsiam else None
+    evals = 2 * len(PAPER_SUBSETS) + 4  # Table 2 runs + the four Table 3 students
+    return {"table2_minutes": table2 / 60, "table3_minutes": table3 / 60 if table3 else None,
+            "linear_eval_minutes": evals * linear_seconds / 60,
+            "total_minutes": (table2 + (table3 or 0) + evals * linear_seconds) / 60,
+            "two_view_samples": PAPER_EPOCHS * sum(PAPER_SUBSETS.values()) * 2 + (table3 and
+                                 (BASE_EPOCHS + 2 * (EXPERT_EPOCHS + DISTILL_EPOCHS)) * imbalanced)}
+
+
+def run(settings: BenchSettings, out: str | None = None) -> dict:
+    device = resolve_device(settings.device)
+    compile_on = settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda")
+    images = _synthetic_images(settings)
+    report = {"settings": asdict(settings), "device": _device_name(device), "torch": torch.__version__,
+              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
+              "command": " ".join(sys.argv), "training": {}}
+    for method in settings.methods:
+        entry = {"engine": bench_engine(method, images, settings, device, compile_on)}
+        if settings.compare_compile and compile_on:
+            entry["engine_no_compile"] = bench_engine(method, images, settings, device, False)
+        if settings.reference:
+            entry["reference"] = bench_reference(method, images, settings, device)
+            entry["ratio"] = entry["engine"]["images_per_s"] / entry["reference"]["images_per_s"]
+        report["training"][method] = entry
+        _print_method(method, entry)
+    report["features"] = bench_features(images, settings, device)
+    report["kmeans"] = bench_kmeans(settings, device)
+    report["linear_eval"] = bench_linear(settings, device)
+    rates = {m: e["engine"]["images_per_s"] for m, e in report["training"].items()}
+    report["paper_estimate"] = paper_estimate(rates, report["linear_eval"]["seconds"])
+    _print_rest(report)
+    if out:
+        write_json(out, report)
+    return report
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _print_method(method: str, entry: dict) -> None:
+    for name in ("engine", "engine_no_compile", "reference"):
+        if name in entry:
+            e = entry[name]
+            mem = f"{e['peak_mem_mib']:.0f} MiB" if e.get("peak_mem_mib") is not None else "n/a"
+            print(f"{method:8s} {name:18s} {e['images_per_s']:10.1f} images/s   peak memory {mem}", flush=True)
+    if "ratio" in entry:
+        print(f"{method:8s} {'engine/reference':18s} {entry['ratio']:10.2f}x", flush=True)
+
+
+def _print_rest(report: dict) -> None:
+    print(f"features           {report['features']['images_per_s']:10.1f} images/s")
+    for backend, r in report["kmeans"].items():
+        print(f"k-means {backend:10s} {r['seconds']:10.2f} s  ({report['settings']['kmeans_points']} x "
+              f"{report['settings']['kmeans_dim']}, k={report['settings']['kmeans_k']})")
+    print(f"linear eval        {report['linear_eval']['seconds']:10.2f} s  ({report['linear_eval']['epochs']} epochs)")
+    est = report["paper_estimate"]
+    print("paper-scale estimate (one seed): " + json.dumps({k: round(v, 1) if isinstance(v, float) else v
+                                                          for k, v in est.items()}))

@@ -1,0 +1,137 @@
+"""Table 2 and Figure 1 from synthetic result files (no torch, no model)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imbssl import UserError
+from imbssl.report import PlotSettings, figure_class_distribution, order_subsets, write_table
+from imbssl.subsets import write_csv
+
+
+def result(tmp_path, subset, method, seed, n, top1, knn_top1):
+    path = tmp_path / "eval" / subset / method / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"subset": subset, "method": method, "seed": seed, "n": n, "top1": top1,
+                                "knn_top1": knn_top1, "per_class": [top1] * 3}))
+    return path
+
+
+@pytest.fixture
+def table(tmp_path):
+    paths = [
+        result(tmp_path, "full", "SimSiam", 0, 1000, 80.0, 70.0),
+        result(tmp_path, "full", "SimSiam", 1, 1000, 84.0, 72.0),
+        result(tmp_path, "full", "SimSiam", 2, 1000, 85.0, 71.0),
+        result(tmp_path, "full", "SimCLR", 0, 1000, 75.5, 60.0),
+        result(tmp_path, "imbalanced-p10", "SimSiam", 0, 400, 60.0, 50.0),
+        result(tmp_path, "imbalanced-p10", "SimSiam", 1, 400, 62.0, 52.0),
+        result(tmp_path, "balanced-p10", "SimCLR", 0, 400, 66.0, 55.0),
+        result(tmp_path, "imbalanced-p100", "SimCLR", 0, 250, 50.0, 40.0),
+        result(tmp_path, "balanced-p100", "SimSiam", 0, 250, 55.0, 45.0),
+    ]
+    out_csv, out_md = tmp_path / "tables/table2.csv", tmp_path / "tables/table2.md"
+    write_table(paths[::-1], ["SimSiam", "SimCLR"], out_csv, out_md, title="Table 2")
+    return pd.read_csv(out_csv), out_md.read_text()
+
+
+def test_csv_has_mean_and_sample_std_over_seeds(table):
+    csv, _ = table
+    full = csv[(csv.subset == "full") & (csv.method == "SimSiam")].iloc[0]
+    # 80, 84, 85: mean 83; deviations -3, 1, 2 -> sum of squares 14, ddof=1 -> sqrt(7).
+    assert full.top1_mean == pytest.approx(83.0)
+    assert full.top1_std == pytest.approx(math.sqrt(7), abs=1e-4)
+    assert full.knn_top1_mean == pytest.approx(71.0)
+    assert full.knn_top1_std == pytest.approx(1.0)
+    assert full.seeds == 3 and full.n == 1000
+    imb = csv[(csv.subset == "imbalanced-p10") & (csv.method == "SimSiam")].iloc[0]
+    assert imb.top1_mean == pytest.approx(61.0) and imb.top1_std == pytest.approx(math.sqrt(2), abs=1e-4)
+
+
+def test_single_seed_has_zero_std(table):
+    csv, _ = table
+    row = csv[(csv.subset == "full") & (csv.method == "SimCLR")].iloc[0]
+    assert (row.top1_mean, row.top1_std, row.seeds) == (75.5, 0.0, 1)
+
+
+def test_csv_is_long_format_in_paper_row_order(table):
+    csv, _ = table
+    assert list(csv.columns) == ["subset", "n", "method", "top1_mean", "top1_std",
+                                 "knn_top1_mean", "knn_top1_std", "seeds"]
+    assert len(csv) == 6  # one row per (subset, method) that has results
+    assert list(dict.fromkeys(csv.subset)) == ["imbalanced-p10", "balanced-p10", "imbalanced-p100",
+                                               "balanced-p100", "full"]
+
+
+def test_markdown_rows_are_subsets_with_n_and_cells_mean_pm_std(table):
+    _, md = table
+    lines = md.splitlines()
+    assert lines[0] == "**Table 2**"
+    header = lines.index("| Subset | N | SimSiam | SimCLR |")
+    rows = lines[header + 2:]
+    assert rows == [
+        "| imbalanced-p10 | 400 | 61.00 ± 1.41 | n/a |",
+        "| balanced-p10 | 400 | n/a | 66.00 ± 0.00 |",
+        "| imbalanced-p100 | 250 | n/a | 50.00 ± 0.00 |",
+        "| balanced-p100 | 250 | 55.00 ± 0.00 | n/a |",
+        "| full | 1,000 | 83.00 ± 2.65 | 75.50 ± 0.00 |",
+    ]
+
+
+def test_subset_order_sorts_factors_numerically():
+    names = ["full", "balanced-p100", "imbalanced-p100", "balanced-p5", "imbalanced-p10", "imbalanced-p5"]
+    assert order_subsets(names) == ["imbalanced-p5", "balanced-p5", "imbalanced-p10",
+                                    "imbalanced-p100", "balanced-p100", "full"]
+
+
+def test_runs_of_one_subset_must_agree_on_n(tmp_path):
+    paths = [result(tmp_path, "full", "SimSiam", 0, 1000, 80.0, 70.0),
+             result(tmp_path, "full", "SimSiam", 1, 999, 80.0, 70.0)]
+    with pytest.raises(UserError, match="disagree on the subset size"):
+        write_table(paths, ["SimSiam"], tmp_path / "t.csv", tmp_path / "t.md")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_figure_writes_png_and_pdf_without_torch(tmp_path):
+    labels = [0] * 10 + [1] * 5 + [2] * 2
+    subsets = []
+    for name, indices in [("imbalanced-p5", range(17)), ("full", range(17))]:
+        path = tmp_path / f"{name}.csv"
+        write_csv(path, np.array(list(indices)), np.array(labels))
+        subsets.append(path)
+    outs = [tmp_path / "fig/figure1.png", tmp_path / "fig/figure1.pdf"]
+    figure_class_distribution(subsets, ["cat", "dog", "emu"], outs, PlotSettings(dpi=50))
+    assert outs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outs[1].read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["figure1.pdf", "figure1.png"]
+
+
+def test_report_module_does_not_import_torch():
+    code = "import sys, imbssl.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_figure_rejects_class_names_of_the_wrong_length(tmp_path):
+    path = tmp_path / "full.csv"
+    write_csv(path, np.arange(4), np.array([0, 0, 1, 1]))
+    with pytest.raises(UserError, match="dataset.classes names 3 classes but the subsets have 2"):
+        figure_class_distribution([path], ["a", "b", "c"], [tmp_path / "f.png"], PlotSettings())
+
+
+def test_class_counts_per_subset_in_paper_order(tmp_path):
+    from imbssl.report import class_counts
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    write_csv(tmp_path / "full.csv", np.arange(6), labels)
+    write_csv(tmp_path / "imbalanced-p3.csv", np.array([0, 1, 2, 3, 5]), labels)
+    counts = class_counts([tmp_path / "full.csv", tmp_path / "imbalanced-p3.csv"])
+    assert list(counts) == ["imbalanced-p3", "full"]
+    assert counts["imbalanced-p3"].tolist() == [3, 1, 1] and counts["full"].tolist() == [3, 2, 1]

@@ -1,0 +1,128 @@
+"""Runs through a real SLURM (the single-node cluster .ci/slurm/start.sh starts in CI).
+
+Skipped unless `sinfo` answers; with IMBSSL_SLURM=1 a missing SLURM is an error instead.
+Jobs go through profiles/slurm, adapted to the CI node only where a cluster-sized request could
+never run on it (partition, memory, CPUs) and where a cluster without accounting needs it
+(`slurm-status-command: squeue`, no account); everything else (executor, `gpu: 1` for the GPU
+rules, requeue, retries) is the profile as users get it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+SNAKEMAKE_TIMEOUT_S = 480  # the demo's whole share of CI stays under ~10 minutes
+
+
+def sinfo_responds() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+if not sinfo_responds():
+    if os.environ.get("IMBSSL_SLURM") == "1":
+        raise RuntimeError("IMBSSL_SLURM=1 but `sinfo` does not answer: start SLURM with .ci/slurm/start.sh")
+    pytest.skip("no SLURM here (`sinfo` does not answer); .ci/slurm/start.sh starts one", allow_module_level=True)
+
+pytestmark = pytest.mark.slurm
+
+
+def default_partition() -> str:
+    """IMBSSL_SLURM_PARTITION, else the cluster's default partition (marked * by sinfo)."""
+    if os.environ.get("IMBSSL_SLURM_PARTITION"):
+        return os.environ["IMBSSL_SLURM_PARTITION"]
+    partitions = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout.split()
+    return next((p.rstrip("*") for p in partitions if p.endswith("*")), partitions[0])
+
+
+def write_ci_profile(dest: Path) -> Path:
+    """profiles/slurm with requests sized for a 1-CPU-per-job CI node, in dest/config.yaml."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile["default-resources"].update(slurm_partition=default_partition(), mem_mb=1000, cpus_per_task=1, runtime=30)
+    for resources in profile["set-resources"].values():
+        resources.update(mem_mb=1000, cpus_per_gpu=1)
+    profile.update({
+        "slurm-status-command": "squeue",  # the CI cluster has no accounting: sacct never answers
+        "slurm-init-seconds-before-status-checks": 2,
+        "slurm-no-account": True,
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+        "jobs": 4,
+    })
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("SLURM_CONF", None)
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT_S)
+
+
+def failure_report(done: subprocess.CompletedProcess, workdir: Path) -> str:
+    logs = "".join(f"\n--- {log}\n{log.read_text()[-2000:]}"
+                   for log in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")))
+    return f"snakemake exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}{logs}"
+
+
+TOY_SNAKEFILE = """
+localrules: all, table
+
+rule all:
+    input: "tables/table.csv"
+
+rule pretrain:
+    output: "models/{i}.txt"
+    resources: gpu=1
+    shell: "python -m imbssl.gpu_lease -- sh -c 'echo $CUDA_VISIBLE_DEVICES $SLURM_JOB_ID' > {output}"
+
+rule table:
+    input: expand("models/{i}.txt", i=range(2))
+    output: "tables/table.csv"
+    shell: "cat {input} > {output}"
+"""
+
+
+def test_gpu_rules_run_as_slurm_jobs_on_their_gpu(tmp_path):
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    profile = write_ci_profile(tmp_path / "profile")
+    done = run_snakemake(tmp_path, "--profile", str(profile))
+    assert done.returncode == 0, failure_report(done, tmp_path)
+
+    rows = [line.split() for line in (tmp_path / "tables" / "table.csv").read_text().splitlines()]
+    # Each GPU job ran as its own SLURM job, on the GPU SLURM gave it (the lease left it alone).
+    assert [device for device, _ in rows] == ["0", "0"], rows
+    assert len({job_id for _, job_id in rows}) == 2, rows
+    assert len(list((tmp_path / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log"))) == 2
+
+
+def copy_repo(dest: Path) -> Path:
+    ignore = shutil.ignore_patterns(".git", "results", ".snakemake", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", "shared", "data", ".venv", "venv")
+    shutil.copytree(REPO, dest, ignore=ignore)
+    return dest
+
+
+def test_demo_pipeline_through_slurm_profile(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    profile = write_ci_profile(repo / "profiles" / "slurm-ci")
+    done = run_snakemake(repo, "--profile", str(profile), "--configfile", "config/demo.yaml")
+    assert done.returncode == 0, failure_report(done, repo)
+
+    table = (repo / "results" / "tables" / "table2.csv").read_text().splitlines()
+    assert len(table) >= 2, f"table2.csv has no rows: {table}"
+    assert list((repo / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log")), \
+        "no pretraining job went through SLURM"
