@@ -135,3 +135,11 @@ def test_class_counts_per_subset_in_paper_order(tmp_path):
     counts = class_counts([tmp_path / "full.csv", tmp_path / "imbalanced-p3.csv"])
     assert list(counts) == ["imbalanced-p3", "full"]
     assert counts["imbalanced-p3"].tolist() == [3, 1, 1] and counts["full"].tolist() == [3, 2, 1]
+
+
+def test_class_names_come_from_the_prepared_split(tmp_path):
+    from imbssl.report import class_names
+
+    np.savez(tmp_path / "train.npz", images=np.zeros((2, 1, 1, 3), np.uint8), labels=np.array([0, 1]),
+             classes=np.asarray(["airplane", "automobile"]))
+    assert class_names(tmp_path / "train.npz") == ["airplane", "automobile"]

@@ -194,7 +194,7 @@ class BatchAugment:
         self.config = config
         self.image_size = int(image_size)
         self._mean_std = _channel_stats(mean, std, "cpu")
-        self._mean_std_on: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._mean_std_on: dict[object, tuple[Tensor, Tensor]] = {}  # per-device copies
         c = config
         # ColorJitter's ranges: [max(0, 1 - v), 1 + v] for b/c/s and [-hue, hue].
         lows = [max(0.0, 1 - c.brightness), max(0.0, 1 - c.contrast), max(0.0, 1 - c.saturation), -c.hue]
@@ -202,17 +202,24 @@ class BatchAugment:
         self._factor_low = torch.tensor(lows)
         self._factor_span = torch.tensor(highs) - self._factor_low
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, images: Tensor, generator: torch.Generator,
+                 host_generator: torch.Generator | None = None) -> Tensor:
         _check_images(images)
-        params = self.sample_params(images.shape[0], images.shape[2], images.shape[3], generator)
+        params = self.sample_params(images.shape[0], images.shape[2], images.shape[3], generator, host_generator)
         return self.apply(images, params)
 
-    def sample_params(self, n: int, height: int, width: int, generator: torch.Generator) -> AugmentParams:
-        """Draw every random choice for a batch of n images of size height x width."""
+    def sample_params(self, n: int, height: int, width: int, generator: torch.Generator,
+                      host_generator: torch.Generator | None = None) -> AugmentParams:
+        """Draw every random choice for a batch of n images of size height x width.
+
+        The jitter order is a Python list; drawing it from a CPU `host_generator` avoids a
+        device-to-host synchronisation per call when `generator` lives on a GPU.
+        """
         device = generator.device
         u = torch.rand(n, self._UNIFORMS, generator=generator, device=device)
-        order = torch.randperm(4, generator=generator, device=device).tolist()  # one order per batch
-        low, span = self._factor_low.to(device), self._factor_span.to(device)
+        order_gen = host_generator if host_generator is not None else generator
+        order = torch.randperm(4, generator=order_gen, device=order_gen.device).tolist()  # one order per batch
+        low, span = self._factor_range_on(device)
         c = self.config
         return AugmentParams(
             boxes=self._crop_boxes(u[:, self._CROP].view(n, CROP_ATTEMPTS, 4), height, width),
@@ -271,6 +278,12 @@ class BatchAugment:
         x = torch.where(params.gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
         mean, std = self._stats_on(images.device)
         return x.sub_(mean).div_(std)
+
+    def _factor_range_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = ("factors", device)
+        if key not in self._mean_std_on:
+            self._mean_std_on[key] = (self._factor_low.to(device), self._factor_span.to(device))
+        return self._mean_std_on[key]
 
     def _stats_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         if device not in self._mean_std_on:

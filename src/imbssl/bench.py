@@ -108,11 +108,13 @@ def bench_engine(method: str, images_np, settings: BenchSettings, device, compil
     images = torch.from_numpy(images_np).to(device).permute(0, 3, 1, 2).contiguous()
     augment = BatchAugment(AugmentConfig(), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], settings.image_size)
     generator = torch.Generator(device=device).manual_seed(0)
+    host_generator = torch.Generator().manual_seed(0)
     n = images.shape[0]
 
     def step():
         index = torch.randint(0, n, (settings.batch_size,), generator=generator, device=device)
-        train_step(module, optimizer, images, index, augment, generator, amp=cuda, channels_last=cuda)
+        train_step(module, optimizer, images, index, augment, generator, host_generator, amp=cuda,
+                   channels_last=cuda)
 
     _reset_peak(device)
     seconds = _timed_windows(step, device, settings)

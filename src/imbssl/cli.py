@@ -167,6 +167,155 @@ def _cmd_bench(args):
     run(from_args(BenchSettings, args), args.out)
 
 
+def _args_features(p):
+    p.add_argument("--model", required=True)
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--subset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size-features", type=int, default=1024)
+    p.add_argument("--device", default="auto")
+
+
+def _cmd_features(args):
+    from .features import write_features
+
+    write_features(args.model, args.train_data, args.subset, args.out, args.batch_size_features, args.device)
+
+
+def _args_cluster(p):
+    from .cluster import KMeansSettings
+    from .settings import add_flags
+
+    p.add_argument("--features", required=True)
+    p.add_argument("--subset", required=True)
+    p.add_argument("--train-data", default=None, help="for class names in the cluster x class table")
+    p.add_argument("--subset-name", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    add_flags(p, KMeansSettings, "clustering")
+
+
+def _cmd_cluster(args):
+    from .cluster import KMeansSettings, cluster_subset
+    from .settings import from_args
+
+    cluster_subset(args.features, args.subset, args.out_dir, args.seed, from_args(KMeansSettings, args),
+                   args.subset_name, args.train_data)
+
+
+def _args_partition_random(p):
+    p.add_argument("--clusters-dir", required=True, help="k-means output whose cluster sizes to copy")
+    p.add_argument("--subset", required=True)
+    p.add_argument("--train-data", default=None)
+    p.add_argument("--subset-name", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+
+
+def _cmd_partition_random(args):
+    from .cluster import partition_random_like
+
+    partition_random_like(args.clusters_dir, args.subset, args.out_dir, args.seed, args.subset_name,
+                          args.train_data)
+
+
+def _args_distill(p):
+    from .augment import AugmentConfig
+    from .distill import DistillConfig
+    from .settings import add_flags
+    from .train import TrainSettings
+
+    p.add_argument("--base", required=True, help="base model.pt")
+    p.add_argument("--experts", nargs="+", required=True, help="expert model.pt files, cluster 0 first")
+    p.add_argument("--clusters", required=True, help="assignments.csv of the partition the experts used")
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--test-data", required=True)
+    p.add_argument("--subset", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    add_flags(p, DistillConfig, "distillation")
+    add_flags(p, TrainSettings, "training")
+    add_flags(p, AugmentConfig, "augmentation")
+
+
+def _cmd_distill(args):
+    from .augment import AugmentConfig
+    from .distill import DistillConfig, distill
+    from .settings import from_args
+    from .train import TrainSettings
+
+    distill(args.base, args.experts, args.clusters, args.train_data, args.test_data, args.subset, args.out_dir,
+            args.seed, config=from_args(DistillConfig, args), settings=from_args(TrainSettings, args),
+            augment=from_args(AugmentConfig, args))
+
+
+def _args_figure_clusters(p):
+    from .report import PlotSettings
+    from .settings import add_flags
+
+    p.add_argument("--pca", required=True)
+    p.add_argument("--contingency", required=True)
+    p.add_argument("--summary", default=None)
+    p.add_argument("--out", nargs="+", required=True)
+    add_flags(p, PlotSettings, "plot")
+
+
+def _cmd_figure_clusters(args):
+    from .figures import figure3
+    from .report import PlotSettings
+    from .settings import from_args
+
+    figure3(args.pca, args.contingency, args.out, from_args(PlotSettings, args), summary_file=args.summary)
+
+
+def _args_cluster_table(p):
+    p.add_argument("--summaries", nargs="+", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+
+
+def _cmd_cluster_table(args):
+    from .figures import write_cluster_table
+
+    write_cluster_table(args.summaries, args.out_csv, args.out_md)
+
+
+def _args_prototype_usage(p):
+    from .methods import get_method
+    from .settings import add_flags
+
+    method = _peek_method(sys.argv[1:])
+    p.add_argument("--method", required=True, choices=["msn", "pmsn"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--subset", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    if method is not None:
+        add_flags(p, get_method(method)[1], f"method {method}")
+
+
+def _cmd_prototype_usage(args):
+    from .methods import get_method
+    from .prototypes import write_usage
+    from .settings import from_args
+
+    write_usage(args.model, args.train_data, args.subset, args.out, from_args(get_method(args.method)[1], args),
+                device=args.device)
+
+
+def _args_figure_prototypes(p):
+    p.add_argument("--usage", nargs="+", required=True, help="prototype-usage JSON files")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", nargs="+", required=True)
+
+
+def _cmd_figure_prototypes(args):
+    from .plot_prototypes import figure_prototype_usage
+
+    figure_prototype_usage(args.usage, args.out, args.title)
+
+
 # name -> (help, adds the command's flags, runs it). Flags are added only for the command being
 # run, so that e.g. `imbssl table` never imports torch.
 COMMANDS = {
@@ -176,6 +325,17 @@ COMMANDS = {
     "evaluate": ("linear probe + kNN + per-class accuracy of a backbone", _args_evaluate, _cmd_evaluate),
     "table": ("mean/std over seeds of result JSONs as CSV + Markdown", _args_table, _cmd_table),
     "figure-subsets": ("Figure 1: images per class of every subset", _args_figure_subsets, _cmd_figure_subsets),
+    "features": ("backbone features of a subset (for clustering)", _args_features, _cmd_features),
+    "cluster": ("k-means of a subset's features, with cluster-vs-class metrics", _args_cluster, _cmd_cluster),
+    "partition-random": ("random partition with the k-means cluster sizes (+D ablation)", _args_partition_random,
+                         _cmd_partition_random),
+    "distill": ("distil a base model and per-cluster experts into one student", _args_distill, _cmd_distill),
+    "figure-clusters": ("Figure 3: PCA of features by cluster + cluster x class heatmap", _args_figure_clusters,
+                        _cmd_figure_clusters),
+    "cluster-table": ("cluster sizes and NMI/ARI of every partition", _args_cluster_table, _cmd_cluster_table),
+    "prototype-usage": ("how many images each MSN/PMSN prototype wins", _args_prototype_usage,
+                        _cmd_prototype_usage),
+    "figure-prototypes": ("prototype usage vs the prior, log-log", _args_figure_prototypes, _cmd_figure_prototypes),
     "bench": ("training throughput: the engine vs a conventional DataLoader pipeline", _args_bench, _cmd_bench),
 }
 

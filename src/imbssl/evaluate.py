@@ -36,7 +36,6 @@ class EvalSettings:
     knn_t: float = 0.1
     batch_size_features: int = 1024
     device: str = "auto"
-    seed: int = 0
 
 
 def _prepare(features: torch.Tensor, norm: str) -> torch.Tensor:
@@ -51,10 +50,10 @@ def _prepare(features: torch.Tensor, norm: str) -> torch.Tensor:
 
 def linear_probe(
     train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, num_classes: int,
-    settings: EvalSettings,
+    settings: EvalSettings, seed: int = 0,
 ) -> torch.Tensor:
     """Train a linear classifier on frozen features; returns the predicted test labels."""
-    generator = torch.Generator(device=train_x.device).manual_seed(settings.seed)
+    generator = torch.Generator(device=train_x.device).manual_seed(seed)
     train_x, test_x = _prepare(train_x, settings.feature_norm), _prepare(test_x, settings.feature_norm)
     classifier = torch.nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
     torch.nn.init.zeros_(classifier.weight)
@@ -92,7 +91,7 @@ def evaluate_checkpoint(
     settings = settings or EvalSettings()
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(seed)
     backbone, meta = load_backbone(model, device)
     train, test = load_split(train_data), load_split(test_data)
     eval_idx, _ = read_csv(eval_subset)
@@ -102,7 +101,7 @@ def evaluate_checkpoint(
     train_x, test_x = feats(train.images[eval_idx]), feats(test.images)
     train_y = torch.from_numpy(train.labels[eval_idx]).to(device)
     test_y = torch.from_numpy(test.labels).to(device)
-    pred = linear_probe(train_x, train_y, test_x, train.num_classes, settings)
+    pred = linear_probe(train_x, train_y, test_x, train.num_classes, settings, seed)
     knn_pred = knn_predict(train_x, train_y, test_x, train.num_classes, settings.knn_k, settings.knn_t)
     result = {
         "subset": subset_name,

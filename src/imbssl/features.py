@@ -56,3 +56,18 @@ def load_backbone(model_path: str | os.PathLike, device: torch.device) -> tuple[
     if device.type == "cuda":
         backbone.to(memory_format=torch.channels_last)
     return backbone, state
+
+
+def write_features(model: str, train_data: str, subset: str, out: str, batch_size_features: int = 1024,
+                   device: str = "auto") -> None:
+    """The features rule: backbone outputs of every image of a subset, saved once for clustering."""
+    from .data import load_split
+    from .subsets import read_csv
+
+    dev = resolve_device(device)
+    backbone, state = load_backbone(model, dev)
+    split = load_split(train_data)
+    indices, _ = read_csv(subset)
+    feats = extract(backbone, to_device_images(split.images[indices], dev), state["mean"], state["std"],
+                    batch_size_features)
+    checkpoint.save({"features": feats.cpu(), "index": torch.from_numpy(indices)}, out)

@@ -130,6 +130,12 @@ def class_counts(subset_csvs: Sequence[str | os.PathLike]) -> dict[str, np.ndarr
     return {name: counts[name] for name in order_subsets(counts)}
 
 
+def class_names(split_npz: str | os.PathLike) -> list[str]:
+    """Class names stored in a prepared split (.npz from prepare-data), read without torch."""
+    with np.load(split_npz, allow_pickle=False) as arrays:
+        return [str(name) for name in arrays["classes"]]
+
+
 def figure_class_distribution(subset_csvs, classes, outs, settings: PlotSettings | None = None) -> None:
     """Figure 1: images per class, one line per subset; writes every path in `outs` (format from suffix)."""
     import matplotlib
@@ -146,10 +152,13 @@ def figure_class_distribution(subset_csvs, classes, outs, settings: PlotSettings
     x = np.arange(num_classes)
     with plt.style.context(settings.style), plt.rc_context({"font.size": settings.font_size}):
         fig, ax = plt.subplots(figsize=(settings.width, settings.height), layout="constrained")
+        # One colour per imbalance factor: imbalanced-pX solid, its balanced twin dashed.
+        colours = {}
         for name, per_class in counts.items():
-            dashed = name.startswith("balanced")
-            ax.plot(x, per_class, marker="o", markersize=3, linestyle="--" if dashed else "-",
-                    label=f"{name} (N={int(per_class.sum()):,})")
+            kind, _, factor = name.partition("-p")
+            colour = colours.setdefault(factor or name, f"C{len(colours)}")
+            ax.plot(x, per_class, marker="o", markersize=3, color=colour,
+                    linestyle="--" if kind == "balanced" else "-", label=f"{name} (N={int(per_class.sum()):,})")
         long_names = max(map(len, names), default=0) > 3  # e.g. CIFAR-10's "automobile"
         ax.set_xticks(x, names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
         ax.set_xlabel("class")
@@ -157,7 +166,7 @@ def figure_class_distribution(subset_csvs, classes, outs, settings: PlotSettings
         if settings.log_y:
             ax.set_yscale("log")
         ax.set_ylim(bottom=None if settings.log_y else 0)
-        ax.legend(fontsize="small", frameon=False)
+        ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.set_title("Images per class in each pretraining subset")
         for out in outs:
             with atomic_path(out) as tmp:

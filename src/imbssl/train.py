@@ -151,6 +151,7 @@ def train_loop(
     for epoch in range(start_epoch, settings.epochs):
         module.train()
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+        host_generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=generator, device=device)
         sums: dict[str, torch.Tensor] = {}
         started = time.perf_counter()
@@ -159,7 +160,8 @@ def train_loop(
             lr = cosine_lr(global_step, total_steps, peak_lr, settings.warmup_epochs * steps_per_epoch)
             set_lr(optimizer, lr)
             index = order[step * batch_size:(step + 1) * batch_size]
-            loss, metrics = train_step(module, optimizer, images, index, augment, generator, amp, channels_last)
+            loss, metrics = train_step(module, optimizer, images, index, augment, generator, host_generator,
+                                       amp, channels_last)
             module.after_step((global_step + 1) / total_steps)
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
@@ -192,11 +194,12 @@ def train_loop(
 
 def train_step(
     module: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, index: torch.Tensor,
-    augment: Callable, generator: torch.Generator, amp: bool, channels_last: bool,
+    augment: Callable, generator: torch.Generator, host_generator: torch.Generator, amp: bool,
+    channels_last: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on images[index]: augment on the device, forward, backward, update."""
     batch = images[index]
-    views = [augment(batch, generator) for _ in range(module.num_views)]
+    views = [augment(batch, generator, host_generator) for _ in range(module.num_views)]
     if channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -275,8 +278,10 @@ def _initialise(module: nn.Module, init: str, init_heads: bool, device: torch.de
 
 def save_model(module: nn.Module, out_dir: Path, **meta) -> Path:
     """Write the final model.pt atomically and drop the resume checkpoint it supersedes."""
+    # Methods with an EMA teacher (MSN) are evaluated through it, as their papers do.
+    backbone = module.eval_backbone if hasattr(module, "eval_backbone") else module.backbone
     state = {
-        "backbone": {k: v.detach().cpu() for k, v in module.backbone.state_dict().items()},
+        "backbone": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
         "method_state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "output_dim": module.backbone.output_dim,
         **{k: ([float(x) for x in v] if hasattr(v, "tolist") else v) for k, v in meta.items()},

@@ -1,0 +1,31 @@
+rule evaluate:
+    input:
+        model=rules.pretrain.output.model,
+        train=rules.prepare_data.output.train,
+        test=rules.prepare_data.output.test,
+        eval_subset=eval_subset_csv,
+        pretrain_subset="results/subsets/{subset}.csv",
+    output:
+        "results/eval/{subset}/{method}/seed{seed}.json",
+    log:
+        "results/logs/evaluate/{subset}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{subset}/{method}/seed{seed}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    # The GPU does the work; on CPUs (the demo) one thread per job and jobs side by side is fastest.
+    # Snakemake exports OMP_NUM_THREADS={threads}; profiles raise it with set-threads.
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    params:
+        evaluation=cli_flags(config["evaluation"]),
+        method_name=lambda wildcards: method_label(wildcards.method),
+        code=EVALUATE_CODE,
+    shell:
+        "imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
+        " --eval-subset {input.eval_subset} --pretrain-subset {input.pretrain_subset}"
+        " --subset-name {wildcards.subset} --method-name {params.method_name:q} --seed {wildcards.seed}"
+        " --out {output} {params.evaluation} > {log} 2>&1"

@@ -1,0 +1,29 @@
+rule pretrain:
+    input:
+        train=rules.prepare_data.output.train,
+        test=rules.prepare_data.output.test,
+        subset="results/subsets/{subset}.csv",
+    output:
+        model="results/pretrain/{subset}/{method}/seed{seed}/model.pt",
+        metrics="results/pretrain/{subset}/{method}/seed{seed}/metrics.csv",
+    log:
+        "results/logs/pretrain/{subset}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{subset}/{method}/seed{seed}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    # The GPU does the work; on CPUs (the demo) one thread per job and jobs side by side is fastest.
+    # Snakemake exports OMP_NUM_THREADS={threads}; profiles raise it with set-threads.
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=pretrain_runtime,
+    params:
+        settings=lambda wildcards: pretrain_flags(wildcards.method),
+        out_dir=subpath(output.model, parent=True),
+        code=lambda wildcards: pretrain_code(wildcards.method),
+    shell:
+        "imbssl pretrain --method {wildcards.method} --seed {wildcards.seed}"
+        " --train-data {input.train} --test-data {input.test} --subset {input.subset}"
+        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
