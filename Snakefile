@@ -1,7 +1,8 @@
 """imbssl: what class imbalance does to self-supervised pretraining, and how to fix it.
 
-    snakemake --cores all                                  # the paper's Experiment I (config.yaml)
+    snakemake --cores all                                  # the paper's experiments (config.yaml)
     snakemake --cores all --configfile config/demo.yaml    # the CPU demo on digits
+    snakemake --report results/report.html                 # every table and figure, with captions
 
 Every job runs one `imbssl <command>`; the rules live in workflow/rules/.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from imbssl.config_check import check_config
+from imbssl.config_check import check_config, check_plan
 
 min_version("9.0")
 
@@ -22,6 +23,8 @@ configfile: "config.yaml"
 # against the same schema fills in the defaults of every key left out.
 check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# What the schema cannot say (epoch budget of Experiment II, subset names), also in one line.
+check_plan(config)
 
 
 report: "workflow/report/workflow.rst"
@@ -30,6 +33,8 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/cluster.smk"
+include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
@@ -37,5 +42,13 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        rules.table2.output,
         rules.figure1.output,
+        # Experiment I: the baselines on every subset.
+        rules.table2.output if BASELINES else [],
+        # Experiment II: clustering + distillation on clustering.subsets.
+        rules.table3.output if CLUSTER_SUBSETS else [],
+        rules.cluster_table.output if CLUSTER_SUBSETS else [],
+        expand(rules.figure3.output, subset=CLUSTER_SUBSETS),
+        # The power-law prior: MSN vs PMSN.
+        rules.table4.output if PRIOR_METHODS else [],
+        rules.figure4.output if PRIOR_METHODS else [],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,16 +20,24 @@ from imbssl.config_check import coerce_strings, config_error
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
-# config section -> (module, dataclass) whose fields it must list exactly.
+# config section (dotted path) -> (module, dataclass) whose fields it must list exactly.
 SECTIONS = {
     "model": ("imbssl.models", "ModelConfig"),
     "augment": ("imbssl.augment", "AugmentConfig"),
     "pretrain": ("imbssl.train", "TrainSettings"),
     "simsiam": ("imbssl.methods.simsiam", "SimSiamConfig"),
     "simclr": ("imbssl.methods.simclr", "SimCLRConfig"),
+    "msn": ("imbssl.methods.msn", "MSNConfig"),
+    "pmsn": ("imbssl.methods.msn", "PMSNConfig"),
+    "clustering.distill": ("imbssl.distill", "DistillConfig"),
     "evaluation": ("imbssl.evaluate", "EvalSettings"),
     "plots": ("imbssl.report", "PlotSettings"),
 }
+# Keys of a section that are not fields of its dataclass, and fields kept out of the config:
+# a method's own `model` subsection is merged over `model` (ModelConfig flags), and the MSN prior
+# is the method's identity (msn = uniform, pmsn = power law), not a setting.
+NOT_FIELDS = {"msn": {"model"}, "pmsn": {"model"}}
+NOT_KEYS = {"msn": {"prior"}, "pmsn": {"prior"}}
 JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
@@ -44,42 +53,69 @@ def dataclass_of(section: str) -> type:
 
 
 def resolved(prop: dict) -> dict:
-    """A property schema with its local $ref merged in."""
+    """A property schema with its local $ref merged in (recursively)."""
     if "$ref" in prop:
         target = SCHEMA
         for part in prop["$ref"].removeprefix("#/").split("/"):
             target = target[part]
-        return {**target, **prop}
+        return {**resolved(target), **{k: v for k, v in prop.items() if k != "$ref"}}
     return prop
+
+
+def section_properties(section: str) -> dict:
+    """The property schemas of a (dotted) config section."""
+    spec = SCHEMA
+    for part in section.split("."):
+        spec = resolved(spec["properties"][part])
+    return spec["properties"]
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_schema_section_lists_exactly_the_dataclass_fields(section):
     cls = dataclass_of(section)
-    assert list(SCHEMA["properties"][section]["properties"]) == [f.name for f in dataclasses.fields(cls)]
+    keys = [key for key in section_properties(section) if key not in NOT_FIELDS.get(section, set())]
+    assert keys == [f.name for f in dataclasses.fields(cls) if f.name not in NOT_KEYS.get(section, set())]
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_schema_types_and_defaults_match_the_dataclass(section):
     cls = dataclass_of(section)
     hints = get_type_hints(cls)
-    props = SCHEMA["properties"][section]["properties"]
+    props = section_properties(section)
     for field in dataclasses.fields(cls):
+        if field.name in NOT_KEYS.get(section, set()):
+            continue
         prop = resolved(props[field.name])
         assert prop["type"] == JSON_TYPES[hints[field.name]], f"{section}.{field.name}"
         assert prop["default"] == pytest.approx(field.default), f"{section}.{field.name}"
 
 
+def test_clustering_kmeans_keys_are_the_kmeans_settings():
+    from imbssl.cluster import KMeansSettings
+
+    props = section_properties("clustering")
+    for field in dataclasses.fields(KMeansSettings):
+        assert resolved(props[field.name])["default"] == field.default, field.name
+
+
 def test_paper_config_lists_every_key_with_the_schema_default():
     """config.yaml documents every setting; its values are the schema's (= the paper's) defaults."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for section, spec in SCHEMA["properties"].items():
-        if spec["type"] == "object":
-            assert set(config[section]) == set(spec["properties"]), section
+
+    def check(value, spec, where):
+        spec = resolved(spec)
+        if spec.get("type") == "object" and "properties" in spec:
+            if "default" in spec and spec["default"]:  # e.g. msn.model: only the keys it sets
+                assert value == spec["default"], where
+                return
+            assert set(value) == set(spec["properties"]), where
             for key, prop in spec["properties"].items():
-                assert config[section][key] == pytest.approx(resolved(prop)["default"]), f"{section}.{key}"
+                check(value[key], prop, f"{where}.{key}")
         else:
-            assert config[section] == spec["default"], section
+            assert value == pytest.approx(spec["default"]), where
+
+    for section, spec in SCHEMA["properties"].items():
+        check(config[section], spec, section)
 
 
 def test_nested_command_line_strings_are_typed_by_the_schema():
@@ -99,7 +135,10 @@ def test_nested_command_line_strings_are_typed_by_the_schema():
         ({"subsets": {"imbalance_factors": [10, 0.5]}},
          "config error: subsets.imbalance_factors[1]: 0.5 is less than the minimum of 1"),
         ({"pretrain": {"batch_size": 1}}, "config error: pretrain.batch_size: 1 is less than the minimum of 2"),
-        ({"methods": ["simsam"]}, "config error: methods[0]: 'simsam' is not one of ['simsiam', 'simclr']"),
+        ({"methods": ["simsam"]},
+         "config error: methods[0]: 'simsam' is not one of ['simsiam', 'simclr', 'msn', 'pmsn']"),
+        ({"clustering": {"k": 0}}, "config error: clustering.k: 0 is less than the minimum of 1"),
+        ({"msn": {"model": {"arch": "vit_huge"}}}, "config error: msn.model.arch: 'vit_huge' is not one of"),
     ],
 )
 def test_config_error_is_one_line_naming_the_key(config, expected):
@@ -168,22 +207,105 @@ def test_command_line_override_is_validated_too(workdir):
     assert "config error: subsets.imbalance_factors[0]: 0.5 is less than the minimum of 1" in result.stderr
 
 
-def test_paper_config_plans_five_subsets_times_two_methods(workdir):
+def test_paper_config_plans_every_experiment(workdir):
     result = dry_run(workdir)
     assert result.returncode == 0, result.stderr
+    # 5 subsets x 4 methods pretrained; Experiment II on 2 subsets: 2 bases, 2 x 2 partitions x
+    # k=5 experts, 2 x 2 students; 20 + 4 evaluations; MSN/PMSN prototype usage on one subset.
     assert job_counts(result.stdout) == {
-        "prepare_data": 1, "subsets": 1, "pretrain": 10, "evaluate": 10,
-        "table2": 1, "figure1": 1, "all": 1, "total": 25,
+        "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 24,
+        "base": 2, "features": 2, "cluster": 2, "partition_random": 2, "expert": 20, "distill": 4,
+        "prototype_usage": 2, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1,
+        "figure1": 1, "figure3": 2, "figure4": 1, "all": 1, "total": 89,
     }
 
 
-def test_demo_config_plans_two_seeds(workdir):
+def test_demo_config_plans_every_experiment_small(workdir):
     result = dry_run(workdir, "--configfile", "config/demo.yaml")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 20,
-        "table2": 1, "figure1": 1, "all": 1, "total": 45,
+        "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 24,
+        "base": 2, "features": 2, "cluster": 2, "partition_random": 2, "expert": 8, "distill": 4,
+        "prototype_usage": 2, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1,
+        "figure1": 1, "figure3": 2, "figure4": 1, "all": 1, "total": 77,
     }
+
+
+def planned_jobs(workdir: Path, *args: str) -> list[dict[str, object]]:
+    """The jobs of a dry run's log: rule, input and output paths, and wildcards of each."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args],
+                            cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    jobs = []
+    for line in result.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            jobs.append({"rule": line.split()[1].rstrip(":"), "input": [], "output": [], "wildcards": {}})
+        elif jobs and line.startswith(("    input: ", "    output: ")):
+            key, _, paths = line.strip().partition(": ")
+            jobs[-1][key] = paths.split(", ")
+        elif jobs and line.startswith("    wildcards: "):
+            jobs[-1]["wildcards"] = dict(item.split("=", 1) for item in line.strip()[11:].split(", "))
+    return jobs
+
+
+def test_paper_config_runs_k_independent_experts_per_subset_partition_and_seed(workdir):
+    jobs = planned_jobs(workdir)
+    experts = [job for job in jobs if job["rule"] == "expert"]
+    groups = {}
+    for job in experts:
+        wildcards = job["wildcards"]
+        groups.setdefault((wildcards["subset"], wildcards["kind"], wildcards["seed"]), set()).add(wildcards["cluster"])
+    k = yaml.safe_load((workdir / "config.yaml").read_text())["clustering"]["k"]
+    assert groups == {(subset, kind, "0"): {str(j) for j in range(k)}
+                      for subset in ("imbalanced-p10", "imbalanced-p100") for kind in ("kmeans", "random")}
+    # No expert job needs another expert's output: they can all run at once.
+    expert_outputs = {path for job in experts for path in job["output"]}
+    assert not [path for job in experts for path in job["input"] if path in expert_outputs]
+    # Each distill job waits for exactly the k experts of its own partition.
+    distills = [job for job in jobs if job["rule"] == "distill"]
+    assert len(distills) == 4
+    for job in distills:
+        kind = {"simsiam-c-d": "kmeans", "simsiam-d": "random"}[job["wildcards"]["student"]]
+        prefix = f"results/experts/{job['wildcards']['subset']}/{kind}/seed0/"
+        assert sorted(path for path in job["input"] if path in expert_outputs) == \
+            [f"{prefix}cluster{j}/model.pt" for j in range(k)]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["clustering={expert_epochs: 100}"],
+         "config error: clustering.base_epochs + clustering.expert_epochs + clustering.distill_epochs "
+         "= 40 + 100 + 80 = 220 but pretrain.epochs = 300"),
+        (["clustering={subsets: [imbalanced-p50]}"],
+         "config error: clustering.subsets: imbalanced-p50 not among the configured subsets"),
+        (["prior_figure={subset: imbalanced-p7}"], "config error: prior_figure.subset: imbalanced-p7"),
+    ],
+)
+def test_plan_errors_stop_snakemake_in_one_line(workdir, override, message):
+    result = dry_run(workdir, "--config", *override)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_budget_mismatch_can_be_allowed(workdir):
+    result = dry_run(workdir, "--config", "clustering={expert_epochs: 100, allow_budget_mismatch: true}")
+    assert result.returncode == 0, result.stderr
+
+
+def test_msn_pretrain_uses_its_own_model_section_and_no_prior_flag(workdir):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "results/pretrain/imbalanced-p10/pmsn/seed0/model.pt",
+         "-n", "-p", "--configfile", "config/demo.yaml"],
+        cwd=workdir, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    command = next(line for line in result.stdout.splitlines() if "imbssl pretrain" in line)
+    assert "--arch vit_mini --width 8" in command  # msn.model.arch over model.arch, model.width kept
+    assert "--arch resnet10" not in command and "--model " not in command and "--prior " not in command
+    assert "--num-prototypes 64" in command and "--tau 0.25" in command
 
 
 def test_pretrain_command_carries_its_config_slices_as_flags(workdir):
@@ -230,3 +352,19 @@ def test_pretrain_flags_parse_back_to_the_configured_settings(workdir, monkeypat
                          ("augment", AugmentConfig), ("simclr", SimCLRConfig)]:
         expected = {**config[section], **demo.get(section, {})}
         assert dataclasses.asdict(from_args(cls, args)) == pytest.approx(expected), section
+
+
+def test_plan_error_checks_the_epoch_budget_only_when_experiment_ii_runs():
+    from imbssl.config_check import plan_error
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert plan_error(config) is None
+    config["pretrain"]["epochs"] = 200
+    assert plan_error(config).startswith(
+        "config error: clustering.base_epochs + clustering.expert_epochs + clustering.distill_epochs "
+        "= 40 + 180 + 80 = 300 but pretrain.epochs = 200")
+    config["clustering"]["allow_budget_mismatch"] = True
+    assert plan_error(config) is None
+    config["clustering"]["allow_budget_mismatch"] = False
+    config["clustering"]["subsets"] = []  # no Experiment II: no budget to keep
+    assert plan_error(config) is None

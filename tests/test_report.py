@@ -143,3 +143,24 @@ def test_class_names_come_from_the_prepared_split(tmp_path):
     np.savez(tmp_path / "train.npz", images=np.zeros((2, 1, 1, 3), np.uint8), labels=np.array([0, 1]),
              classes=np.asarray(["airplane", "automobile"]))
     assert class_names(tmp_path / "train.npz") == ["airplane", "automobile"]
+
+
+def test_method_labels_name_experiment_ii_students_as_the_paper():
+    from imbssl.report import method_label
+
+    assert [method_label(m) for m in ("simclr", "simsiam", "simsiam-c-d", "simsiam-d", "msn", "pmsn")] == \
+        ["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D", "MSN", "PMSN"]
+
+
+def test_table3_columns_follow_the_method_list_with_n_a_for_methods_not_run(tmp_path):
+    paths = [result(tmp_path, "imbalanced-p10", "SimSiam", 0, 400, 60.0, 50.0),
+             result(tmp_path, "imbalanced-p10", "SimSiam+C+D", 0, 400, 63.0, 52.0),
+             result(tmp_path, "imbalanced-p100", "SimSiam+D", 0, 250, 51.5, 40.0)]
+    write_table(paths, ["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"], tmp_path / "t3.csv", tmp_path / "t3.md")
+    lines = (tmp_path / "t3.md").read_text().splitlines()
+    assert lines == [
+        "| Subset | N | SimCLR | SimSiam | SimSiam+C+D | SimSiam+D |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| imbalanced-p10 | 400 | n/a | 60.00 ± 0.00 | 63.00 ± 0.00 | n/a |",
+        "| imbalanced-p100 | 250 | n/a | n/a | n/a | 51.50 ± 0.00 |",
+    ]

@@ -13,7 +13,7 @@
 #  - [issue 4] slurm.conf must be at /etc/slurm/slurm.conf: the Snakemake executor's job step drops
 #    SLURM_CONF, so a config elsewhere is not found inside jobs.
 #  - [issue 4] The node line comes from `slurmd -C` (minus its UpTime line) so it matches the
-#    hardware; we append Gres=gpu:1.
+#    hardware; we append Gres=gpu:2 (two fake GPUs, see below).
 #  - [issue 4] Without DefMemPerCPU a job without --mem takes all the node's memory.
 #  - [issue 4] No accounting: `sacct` fails ("Slurm accounting storage is disabled") and the
 #    executor's default status command waits forever: run Snakemake with
@@ -25,7 +25,9 @@
 #  - [issue 4] MailProg=/bin/true (no mail program installed).
 #  - [issue 4] Fake GPU: GresTypes=gpu, Gres=gpu:1, gres.conf AutoDetect=off + Name=gpu
 #    File=/dev/null. [seen] `sbatch --gpus=1` and the executor's `gpu: 1` resource then run with
-#    CUDA_VISIBLE_DEVICES=0.
+#    CUDA_VISIBLE_DEVICES=0. [seen] With one GPU every GPU job of the demo runs one after the
+#    other (~20 s each on one CPU: over 10 minutes for the demo), so the node gets two fake GPUs,
+#    each needing its own File (/dev/null, /dev/zero): two GPU jobs at once on the 2 CPU cores.
 #  - `slurmctld -i` ignores state saved by an earlier run (a stale node or job state would
 #    otherwise survive into this one). If the node still comes up down/drained we resume it.
 #  - [seen] Wait for `sinfo` to report the node idle, not only for the pid files.
@@ -79,7 +81,7 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
 fi
 
 # --- slurm configuration ----------------------------------------------------------------------
-NODE_LINE="$(slurmd -C | grep '^NodeName=') Gres=gpu:1 State=UNKNOWN"
+NODE_LINE="$(slurmd -C | grep '^NodeName=') Gres=gpu:2 State=UNKNOWN"
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm
 cat >/etc/slurm/slurm.conf <<EOF
 # Written by .ci/slurm/start.sh (single-node CI cluster).
@@ -107,9 +109,10 @@ ${NODE_LINE}
 PartitionName=${PARTITION} Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP
 EOF
 cat >/etc/slurm/gres.conf <<EOF
-# A fake GPU: jobs asking --gpus=1 get CUDA_VISIBLE_DEVICES=0 (no device behind it).
+# Two fake GPUs (no device behind them): a job asking --gpus=1 gets CUDA_VISIBLE_DEVICES=0 or 1.
 AutoDetect=off
 Name=gpu File=/dev/null
+Name=gpu File=/dev/zero
 EOF
 
 # --- daemons ----------------------------------------------------------------------------------

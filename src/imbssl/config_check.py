@@ -7,6 +7,10 @@ with one line such as
 
     config error: subsets.imbalance_factors[0]: 0.5 is less than the minimum of 1 (fix it in config.yaml or --config)
 
+After Snakemake's validation has filled in the defaults, `check_plan` checks what the schema
+cannot express (the Experiment II epoch budget, subset names used by other sections), with the
+same one-line format.
+
 Only jsonschema and yaml are imported here, so a bad config fails in about a second.
 """
 
@@ -114,6 +118,42 @@ def check_config(config: dict, schema_path: str | os.PathLike) -> None:
     schema = load_schema(schema_path)
     coerce_strings(config, schema)
     message = config_error(config, schema)
+    if message is not None:
+        print(message, file=sys.stderr)
+        sys.exit(1)
+
+
+BUDGET_KEYS = ("clustering.base_epochs", "clustering.expert_epochs", "clustering.distill_epochs")
+
+
+def plan_error(config: dict) -> str | None:
+    """The one-line message for a config the schema accepts but the experiments cannot run, or None.
+
+    `config` has every key (after `snakemake.utils.validate(..., set_default=True)`).
+    """
+    from .subsets import subset_names
+
+    subsets = subset_names(config["subsets"]["imbalance_factors"])
+    clustering = config["clustering"]
+    unknown = [name for name in clustering["subsets"] if name not in subsets]
+    if unknown:
+        return (f"config error: clustering.subsets: {', '.join(unknown)} not among the configured subsets "
+                f"({', '.join(subsets)}); name subsets from subsets.imbalance_factors ({FIX})")
+    if clustering["subsets"] and not clustering["allow_budget_mismatch"]:
+        epochs = [clustering[key.split(".")[1]] for key in BUDGET_KEYS]
+        if sum(epochs) != config["pretrain"]["epochs"]:
+            return (f"config error: {' + '.join(BUDGET_KEYS)} = {' + '.join(map(str, epochs))} = {sum(epochs)} "
+                    f"but pretrain.epochs = {config['pretrain']['epochs']}: make them equal (the baselines' "
+                    f"budget) or set clustering.allow_budget_mismatch: true ({FIX})")
+    if {"msn", "pmsn"} & set(config["methods"]) and config["prior_figure"]["subset"] not in subsets:
+        return (f"config error: prior_figure.subset: {config['prior_figure']['subset']} is not among the "
+                f"configured subsets ({', '.join(subsets)}) ({FIX})")
+    return None
+
+
+def check_plan(config: dict) -> None:
+    """Exit with a one-line message (status 1) if `plan_error` finds a problem."""
+    message = plan_error(config)
     if message is not None:
         print(message, file=sys.stderr)
         sys.exit(1)

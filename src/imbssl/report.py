@@ -19,8 +19,9 @@ from . import UserError
 from .atomic import atomic_path, write_text
 from .subsets import read_csv
 
-# Display names of method config names, as in the paper's tables.
-METHOD_LABELS = {"simsiam": "SimSiam", "simclr": "SimCLR", "msn": "MSN", "pmsn": "PMSN"}
+# Display names of method config names (and of Experiment II's students), as in the paper's tables.
+METHOD_LABELS = {"simsiam": "SimSiam", "simclr": "SimCLR", "msn": "MSN", "pmsn": "PMSN",
+                 "simsiam-c-d": "SimSiam+C+D", "simsiam-d": "SimSiam+D"}
 
 TABLE_COLUMNS = ["subset", "n", "method", "top1_mean", "top1_std", "knn_top1_mean", "knn_top1_std", "seeds"]
 

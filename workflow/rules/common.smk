@@ -18,13 +18,26 @@ from imbssl.report import method_label
 from imbssl.subsets import eval_subset_name, subset_names
 
 SUBSETS = subset_names(config["subsets"]["imbalance_factors"])
-METHODS = config["methods"]
+METHODS = config["methods"]  # pretrained by the pretrain rule
 SEEDS = config["seeds"]
+# Experiment I baselines (Table 2) and the MSN family (Table 4), in the configured order.
+BASELINES = [method for method in METHODS if method in ("simsiam", "simclr")]
+PRIOR_METHODS = [method for method in METHODS if method in ("msn", "pmsn")]
+
+# Experiment II: distilled students, saved under results/pretrain/ like the baselines so that
+# one evaluate rule serves all; each is named after the partition its experts trained on.
+STUDENT_PARTITION = {"simsiam-c-d": "kmeans", "simsiam-d": "random"}
+CLUSTER_SUBSETS = config["clustering"]["subsets"]
+KINDS = list(STUDENT_PARTITION.values())
+K = config["clustering"]["k"]
 
 
 wildcard_constraints:
     subset="|".join(map(re.escape, SUBSETS)),
-    method="|".join(map(re.escape, METHODS)),
+    method="|".join(map(re.escape, [*METHODS, *STUDENT_PARTITION])),
+    student="|".join(map(re.escape, STUDENT_PARTITION)),
+    kind="|".join(KINDS),
+    cluster=r"\d+",
     seed=r"\d+",
 
 
@@ -38,7 +51,7 @@ def cli_flags(settings):
     for key, value in settings.items():
         if value is None:
             continue
-        words.append("--" + key.replace("_", "-"))
+        words.append(f"--{key.replace('_', '-')}")
         if isinstance(value, bool):
             words.append(str(value).lower())
         elif isinstance(value, (list, tuple)):
@@ -48,10 +61,33 @@ def cli_flags(settings):
     return " ".join(shlex.quote(word) for word in words)
 
 
-def pretrain_flags(method):
-    """Training loop + backbone + augmentations + the method's own section."""
-    sections = ("pretrain", "model", "augment", method)
-    return " ".join(cli_flags(config[section]) for section in sections)
+def method_settings(method):
+    """The method's own section without its `model` subsection (the method's dataclass fields)."""
+    return {key: value for key, value in config[method].items() if key != "model"}
+
+
+def method_model(method):
+    """The global `model` section with the method's own `model` subsection (if any) merged over it."""
+    return {**config["model"], **config[method].get("model", {})}
+
+
+def pretrain_flags(method, epochs=None):
+    """Training loop (with `epochs` replaced, for Experiment II stages) + backbone + augmentations
+    + the method's own section."""
+    train = (
+        config["pretrain"]
+        if epochs is None
+        else {**config["pretrain"], "epochs": epochs}
+    )
+    return " ".join(
+        cli_flags(section)
+        for section in (
+            train,
+            method_model(method),
+            config["augment"],
+            method_settings(method),
+        )
+    )
 
 
 def _code_without_docs(path):
@@ -108,11 +144,32 @@ def pretrain_code(method):
 
 EVALUATE_CODE = code_hash("evaluate.py", "features.py", "knn.py")
 REPORT_CODE = code_hash("report.py")
+FEATURES_CODE = code_hash("features.py", "models.py", "vit.py")
+CLUSTER_CODE = code_hash("cluster.py")
+DISTILL_CODE = code_hash(
+    "distill.py", "train.py", "augment.py", "models.py", "vit.py", "optim.py"
+)
+FIGURES_CODE = code_hash("figures.py", "report.py")
+PROTOTYPES_CODE = code_hash("prototypes.py", "methods/msn.py", "features.py", "vit.py")
+PLOT_PROTOTYPES_CODE = code_hash("plot_prototypes.py")
 
 
-def pretrain_runtime(wildcards, attempt):
-    """Minutes for SLURM: generous for a GPU at paper scale, longer on each retry."""
-    return attempt * (30 + config["pretrain"]["epochs"] // 2)
+# Every GPU rule's command starts with `python -m imbssl.gpu_lease --`: on a workstation it leases
+# a free GPU per job (Snakemake hands out no device ids, snakemake#281); under SLURM or without a
+# GPU it only runs the command.
+
+
+def runtime_for(epochs):
+    """Minutes for SLURM of a training job of `epochs` epochs: generous for a GPU at paper scale,
+    longer on each retry."""
+
+    def runtime(wildcards, attempt):
+        return attempt * (30 + epochs // 2)
+
+    return runtime
+
+
+pretrain_runtime = runtime_for(config["pretrain"]["epochs"])
 
 
 def eval_subset_csv(wildcards):
@@ -120,10 +177,59 @@ def eval_subset_csv(wildcards):
     return f"results/subsets/{eval_subset_name(wildcards.subset)}.csv"
 
 
-def result_jsons(subsets=SUBSETS, methods=METHODS, seeds=SEEDS):
+def table_title(title):
+    """A table's title, saying so when one seed leaves the std unmeasured."""
+    if len(SEEDS) < 2:
+        title += " (one seed: std is 0; it needs at least two seeds)"
+    return title
+
+
+def result_jsons(subsets=SUBSETS, methods=BASELINES, seeds=SEEDS):
     return expand(
         "results/eval/{subset}/{method}/seed{seed}.json",
         subset=subsets,
         method=methods,
         seed=seeds,
     )
+
+
+# --- Experiment II paths and inputs (cluster.smk, distill.smk) ---
+
+# One folder per subset and seed: base model, features, partitions.
+CLUSTER_DIR = "results/clusters/{subset}/seed{seed}"
+
+
+def partition_files(kind):
+    """What the cluster / partition_random rules write into CLUSTER_DIR/{kind}/."""
+    files = ["assignments.csv", "summary.json", "contingency.csv"]
+    files += [f"cluster{j}.csv" for j in range(K)]
+    return [f"{CLUSTER_DIR}/{kind}/{name}" for name in files]
+
+
+def expert_inputs(wildcards):
+    inputs = {
+        "train": rules.prepare_data.output.train,
+        "test": rules.prepare_data.output.test,
+        "subset": f"{CLUSTER_DIR}/{{kind}}/cluster{{cluster}}.csv".format(**wildcards),
+    }
+    if config["clustering"]["expert_init"] == "base":
+        inputs["init"] = rules.base.output.model.format(**wildcards)
+    return inputs
+
+
+def distill_inputs(wildcards):
+    kind = STUDENT_PARTITION[wildcards.student]
+    return {
+        "base": rules.base.output.model.format(**wildcards),
+        "experts": expand(
+            rules.expert.output.model,
+            subset=wildcards.subset,
+            kind=kind,
+            seed=wildcards.seed,
+            cluster=range(K),
+        ),
+        "clusters": f"{CLUSTER_DIR}/{kind}/assignments.csv".format(**wildcards),
+        "train": rules.prepare_data.output.train,
+        "test": rules.prepare_data.output.test,
+        "subset": f"results/subsets/{wildcards.subset}.csv",
+    }

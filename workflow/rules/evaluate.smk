@@ -25,7 +25,38 @@ rule evaluate:
         method_name=lambda wildcards: method_label(wildcards.method),
         code=EVALUATE_CODE,
     shell:
-        "imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
+        "python -m imbssl.gpu_lease -- imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
         " --eval-subset {input.eval_subset} --pretrain-subset {input.pretrain_subset}"
         " --subset-name {wildcards.subset} --method-name {params.method_name:q} --seed {wildcards.seed}"
         " --out {output} {params.evaluation} > {log} 2>&1"
+
+
+rule prototype_usage:
+    input:
+        model=rules.pretrain.output.model,
+        train=rules.prepare_data.output.train,
+        subset="results/subsets/{subset}.csv",
+    output:
+        "results/prototypes/{subset}/{method}/seed{seed}.json",
+    log:
+        "results/logs/prototype_usage/{subset}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/prototype_usage/{subset}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method="|".join(PRIOR_METHODS) or "msn|pmsn",
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    params:
+        # The settings the model was trained with (the prototypes' shapes), and where to run.
+        settings=lambda wildcards: cli_flags(method_settings(wildcards.method)),
+        device=cli_flags({"device": config["pretrain"]["device"]}),
+        code=PROTOTYPES_CODE,
+    shell:
+        "python -m imbssl.gpu_lease -- imbssl prototype-usage --method {wildcards.method} --model {input.model}"
+        " --train-data {input.train} --subset {input.subset} --out {output}"
+        " {params.device} {params.settings} > {log} 2>&1"

@@ -10,6 +10,9 @@ rule pretrain:
         "results/logs/pretrain/{subset}/{method}/seed{seed}.log",
     benchmark:
         "results/benchmarks/pretrain/{subset}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        # The students of Experiment II live beside them but come from the distill rule.
+        method="|".join(METHODS),
     conda:
         "../../envs/pytorch.yaml"
     # The GPU does the work; on CPUs (the demo) one thread per job and jobs side by side is fastest.
@@ -24,6 +27,6 @@ rule pretrain:
         out_dir=subpath(output.model, parent=True),
         code=lambda wildcards: pretrain_code(wildcards.method),
     shell:
-        "imbssl pretrain --method {wildcards.method} --seed {wildcards.seed}"
+        "python -m imbssl.gpu_lease -- imbssl pretrain --method {wildcards.method} --seed {wildcards.seed}"
         " --train-data {input.train} --test-data {input.test} --subset {input.subset}"
         " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"

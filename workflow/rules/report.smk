@@ -2,6 +2,11 @@
 localrules:
     table2,
     figure1,
+    table3,
+    figure3,
+    cluster_table,
+    table4,
+    figure4,
 
 
 rule table2:
@@ -27,8 +32,10 @@ rule table2:
     conda:
         "../../envs/pytorch.yaml"
     params:
-        methods=[method_label(method) for method in METHODS],
-        title="Table 2: linear evaluation top-1 accuracy (%), mean ± std over seeds",
+        methods=[method_label(method) for method in BASELINES],
+        title=table_title(
+            "Table 2: linear evaluation top-1 accuracy (%), mean ± std over seeds"
+        ),
         code=REPORT_CODE,
     shell:
         "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
@@ -59,3 +66,163 @@ rule figure1:
     shell:
         "imbssl figure-subsets --subsets {input} {params.classes}"
         " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
+
+
+rule table3:
+    input:
+        result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
+    output:
+        csv=report(
+            "results/tables/table3.csv",
+            caption="../report/table3.rst",
+            category="Experiment II",
+            subcategory="Table 3",
+        ),
+        md=report(
+            "results/tables/table3.md",
+            caption="../report/table3.rst",
+            category="Experiment II",
+            subcategory="Table 3",
+        ),
+    log:
+        "results/logs/table3.log",
+    benchmark:
+        "results/benchmarks/table3.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        # The paper's columns; `n/a` where one was not run (e.g. simclr not in `methods`).
+        methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
+        title=table_title(
+            "Table 3: linear evaluation top-1 accuracy (%), mean ± std over seeds"
+        ),
+        code=REPORT_CODE,
+    shell:
+        "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule figure3:
+    input:
+        pca=f"results/clusters/{{subset}}/seed{SEEDS[0]}/kmeans/pca.csv",
+        contingency=f"results/clusters/{{subset}}/seed{SEEDS[0]}/kmeans/contingency.csv",
+        summary=f"results/clusters/{{subset}}/seed{SEEDS[0]}/kmeans/summary.json",
+    output:
+        png=report(
+            "results/figures/figure3_{subset}.png",
+            caption="../report/figure3.rst",
+            category="Experiment II",
+            subcategory="Figure 3",
+        ),
+        pdf="results/figures/figure3_{subset}.pdf",
+    log:
+        "results/logs/figure3/{subset}.log",
+    benchmark:
+        "results/benchmarks/figure3/{subset}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        plots=cli_flags(config["plots"]),
+        code=FIGURES_CODE,
+    shell:
+        "imbssl figure-clusters --pca {input.pca} --contingency {input.contingency}"
+        " --summary {input.summary} --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
+
+
+rule cluster_table:
+    input:
+        expand(
+            "results/clusters/{subset}/seed{seed}/{kind}/summary.json",
+            subset=CLUSTER_SUBSETS,
+            seed=SEEDS,
+            kind=KINDS,
+        ),
+    output:
+        csv=report(
+            "results/tables/clusters.csv",
+            caption="../report/clusters.rst",
+            category="Experiment II",
+            subcategory="Cluster quality",
+        ),
+        md=report(
+            "results/tables/clusters.md",
+            caption="../report/clusters.rst",
+            category="Experiment II",
+            subcategory="Cluster quality",
+        ),
+    log:
+        "results/logs/cluster_table.log",
+    benchmark:
+        "results/benchmarks/cluster_table.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        code=FIGURES_CODE,
+    shell:
+        "imbssl cluster-table --summaries {input}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule table4:
+    input:
+        result_jsons(
+            methods=[*PRIOR_METHODS, *(["simsiam"] if "simsiam" in METHODS else [])]
+        ),
+    output:
+        csv=report(
+            "results/tables/table4.csv",
+            caption="../report/table4.rst",
+            category="Power-law prior",
+            subcategory="Table 4",
+        ),
+        md=report(
+            "results/tables/table4.md",
+            caption="../report/table4.rst",
+            category="Power-law prior",
+            subcategory="Table 4",
+        ),
+    log:
+        "results/logs/table4.log",
+    benchmark:
+        "results/benchmarks/table4.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        methods=["MSN", "PMSN", "SimSiam"],
+        title=table_title(
+            "Table 4: MSN vs PMSN (SimSiam for reference), linear evaluation top-1 accuracy (%), mean ± std over seeds"
+        ),
+        code=REPORT_CODE,
+    shell:
+        "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule figure4:
+    input:
+        expand(
+            "results/prototypes/{subset}/{method}/seed{seed}.json",
+            subset=config["prior_figure"]["subset"],
+            method=PRIOR_METHODS,
+            seed=SEEDS[0],
+        ),
+    output:
+        png=report(
+            "results/figures/figure4_prototype_usage.png",
+            caption="../report/figure4.rst",
+            category="Power-law prior",
+            subcategory="Figure 4",
+        ),
+        pdf="results/figures/figure4_prototype_usage.pdf",
+    log:
+        "results/logs/figure4.log",
+    benchmark:
+        "results/benchmarks/figure4.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        title=f"Prototype usage on {config['prior_figure']['subset']} (seed {SEEDS[0]})",
+        code=PLOT_PROTOTYPES_CODE,
+    shell:
+        "imbssl figure-prototypes --usage {input} --title {params.title:q}"
+        " --out {output.png} {output.pdf} > {log} 2>&1"

@@ -1,0 +1,173 @@
+"""The demo preset end to end (Experiments I and II, MSN/PMSN), then what a change reruns.
+
+One demo run in a copy of the repository (module fixture, a few minutes on 2 CPU cores), then:
+its tables and figures; dry runs after changing one setting or one module, which must plan
+exactly the jobs that depend on it (evaluation or plotting changes retrain nothing); the report.
+
+The copy runs its own package (PYTHONPATH=<copy>/src), so a module can be edited there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSETS = ["imbalanced-p10", "balanced-p10", "imbalanced-p100", "balanced-p100", "full"]
+IMBALANCED = ["imbalanced-p10", "imbalanced-p100"]
+DEMO = ("--configfile", "config/demo.yaml")
+TRAINING_RULES = {"pretrain", "base", "features", "cluster", "partition_random", "expert", "distill",
+                  "prototype_usage"}
+
+
+def repo_files() -> list[str]:
+    """Tracked files and untracked ones git does not ignore (new modules, rules, tests)."""
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                             cwd=REPO, capture_output=True, text=True, check=True)
+    return [name for name in listing.stdout.split("\0") if name and (REPO / name).is_file()]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(workdir / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo")
+    for name in repo_files():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, workdir / name)
+    done = snakemake(workdir, "--cores", "2", *DEMO, timeout=1200)
+    assert done.returncode == 0, done.stderr[-6000:]
+    return workdir
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Rule -> jobs, from the `--quiet rules` table of a dry run (without `all` and `total`)."""
+    counts = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("all", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def planned(workdir: Path, *args: str) -> dict[str, int]:
+    result = snakemake(workdir, "-n", "--quiet", "rules", *DEMO, *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return job_counts(result.stdout)
+
+
+def table(demo: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(demo / "results/tables" / f"{name}.csv")
+
+
+def test_table2_has_both_baselines_on_every_subset(demo):
+    csv = table(demo, "table2")
+    assert len(csv) == 10
+    assert set(zip(csv.subset, csv.method)) == {(s, m) for s in SUBSETS for m in ("SimSiam", "SimCLR")}
+    assert csv.top1_mean.between(0, 100).all() and csv.top1_mean.notna().all()
+    assert (csv.seeds == 1).all() and (csv.top1_std == 0).all()  # the demo's one seed
+
+
+def test_table3_has_the_four_methods_on_both_imbalanced_subsets(demo):
+    csv = table(demo, "table3")
+    methods = ("SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D")
+    assert sorted(zip(csv.subset, csv.method)) == sorted((s, m) for s in IMBALANCED for m in methods)
+    assert csv.top1_mean.between(0, 100).all()
+    md = (demo / "results/tables/table3.md").read_text()
+    assert "| Subset | N | SimCLR | SimSiam | SimSiam+C+D | SimSiam+D |" in md and "n/a" not in md
+
+
+def test_table4_compares_msn_and_pmsn_with_simsiam_on_every_subset(demo):
+    csv = table(demo, "table4")
+    assert set(zip(csv.subset, csv.method)) == {(s, m) for s in SUBSETS for m in ("MSN", "PMSN", "SimSiam")}
+    assert csv.top1_mean.between(0, 100).all()
+
+
+def test_cluster_table_has_nmi_of_both_partitions(demo):
+    csv = table(demo, "clusters")
+    assert set(zip(csv.subset, csv.kind)) == {(s, k) for s in IMBALANCED for k in ("kmeans", "random")}
+    assert csv.nmi.between(0, 1).all() and (csv.k == 2).all()
+    # Both partitions of a subset have the same part sizes (the +D ablation copies them).
+    for _, group in csv.groupby("subset"):
+        assert group.sizes.nunique() == 1
+
+
+@pytest.mark.parametrize("name", ["figure1_class_distribution", "figure3_imbalanced-p10",
+                                  "figure3_imbalanced-p100", "figure4_prototype_usage"])
+def test_figures_are_written_as_png_and_pdf(demo, name):
+    png, pdf = (demo / "results/figures" / f"{name}.{ext}" for ext in ("png", "pdf"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+
+
+def test_prototype_usage_counts_every_image_of_the_subset(demo):
+    import json
+
+    n = len(pd.read_csv(demo / "results/subsets/imbalanced-p100.csv"))
+    for method, prior in (("msn", "uniform"), ("pmsn", "powerlaw")):
+        usage = json.loads((demo / f"results/prototypes/imbalanced-p100/{method}/seed0.json").read_text())
+        assert usage["prior"] == prior and sum(usage["counts"]) == n == usage["num_images"]
+
+
+def test_nothing_to_do_after_the_run(demo):
+    assert planned(demo) == {}
+
+
+def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
+    assert planned(demo, "--config", "evaluation={epochs: 5}") == {
+        "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+
+
+def test_plot_settings_redraw_figures_only(demo):
+    # Figure 4 has no plot settings (plot_prototypes.py takes none), so it stays.
+    assert planned(demo, "--config", "plots={dpi: 80}") == {"figure1": 1, "figure3": 2}
+
+
+def test_a_simclr_setting_retrains_simclr_and_what_depends_on_it(demo):
+    assert planned(demo, "--config", "simclr={temperature: 0.2}") == {
+        "pretrain": 5, "evaluate": 5, "table2": 1, "table3": 1}
+
+
+def test_a_clustering_setting_reruns_experiment_ii_from_the_clusters_on(demo):
+    assert planned(demo, "--config", "clustering={n_init: 2}") == {
+        "cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
+        "table3": 1, "cluster_table": 1, "figure3": 2}
+
+
+def test_an_evaluation_code_edit_reruns_evaluations_not_training(demo):
+    module = demo / "src/imbssl/evaluate.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# A comment or docstring edit changes nothing.\n")
+        assert planned(demo) == {}
+        module.write_text(original + "\n_RERUN_TEST = None\n")
+        counts = planned(demo)
+    finally:
+        module.write_text(original)
+    assert counts == {"evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+    assert not TRAINING_RULES & set(counts)
+
+
+def test_report_holds_every_table_and_figure(demo):
+    done = snakemake(demo, "--report", "results/report.html", *DEMO)
+    assert done.returncode == 0, done.stderr[-4000:]
+    html = (demo / "results/report.html").read_text()
+    for name in ("table2.csv", "table2.md", "table3.csv", "table3.md", "table4.csv", "table4.md",
+                 "clusters.csv", "clusters.md", "figure1_class_distribution.png", "figure3_imbalanced-p10.png",
+                 "figure3_imbalanced-p100.png", "figure4_prototype_usage.png"):
+        assert name in html, name
+    for category in ("Experiment I", "Experiment II", "Power-law prior"):
+        assert f'"{category}"' in html, category

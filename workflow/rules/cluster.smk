@@ -1,0 +1,150 @@
+# Experiment II, up to the experts, per subset in clustering.subsets and seed:
+# base SimSiam -> its features -> k-means (and a random partition of the same sizes)
+# -> one SimSiam expert per part. The K experts are independent jobs.
+
+
+rule base:
+    input:
+        train=rules.prepare_data.output.train,
+        test=rules.prepare_data.output.test,
+        subset="results/subsets/{subset}.csv",
+    output:
+        model=f"{CLUSTER_DIR}/base/model.pt",
+        metrics=f"{CLUSTER_DIR}/base/metrics.csv",
+    log:
+        "results/logs/base/{subset}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/base/{subset}/seed{seed}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=runtime_for(config["clustering"]["base_epochs"]),
+    params:
+        settings=pretrain_flags("simsiam", epochs=config["clustering"]["base_epochs"]),
+        out_dir=subpath(output.model, parent=True),
+        code=pretrain_code("simsiam"),
+    shell:
+        "python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam --seed {wildcards.seed}"
+        " --train-data {input.train} --test-data {input.test} --subset {input.subset}"
+        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
+
+
+rule features:
+    input:
+        model=rules.base.output.model,
+        train=rules.prepare_data.output.train,
+        subset="results/subsets/{subset}.csv",
+    output:
+        f"{CLUSTER_DIR}/features.pt",
+    log:
+        "results/logs/features/{subset}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/features/{subset}/seed{seed}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    params:
+        device=cli_flags({"device": config["pretrain"]["device"]}),
+        code=FEATURES_CODE,
+    shell:
+        "python -m imbssl.gpu_lease -- imbssl features --model {input.model} --train-data {input.train}"
+        " --subset {input.subset} --out {output} {params.device} > {log} 2>&1"
+
+
+rule cluster:
+    input:
+        features=rules.features.output[0],
+        train=rules.prepare_data.output.train,
+        subset="results/subsets/{subset}.csv",
+    output:
+        partition_files("kmeans") + [f"{CLUSTER_DIR}/kmeans/pca.csv"],
+    log:
+        "results/logs/cluster/{subset}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/cluster/{subset}/seed{seed}.tsv"
+    conda:
+        "../../envs/cuml.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=30,
+    params:
+        kmeans=cli_flags(
+            {
+                key: config["clustering"][key]
+                for key in ("k", "backend", "n_init", "max_iter")
+            }
+        ),
+        out_dir=subpath(output[0], parent=True),
+        code=CLUSTER_CODE,
+    shell:
+        "python -m imbssl.gpu_lease -- imbssl cluster --features {input.features} --subset {input.subset}"
+        " --train-data {input.train} --subset-name {wildcards.subset} --seed {wildcards.seed}"
+        " --out-dir {params.out_dir} {params.kmeans} > {log} 2>&1"
+
+
+# The +D ablation's partition: seconds of numpy, run on the submitting host.
+localrules:
+    partition_random,
+
+
+rule partition_random:
+    input:
+        clusters=f"{CLUSTER_DIR}/kmeans/assignments.csv",
+        summary=f"{CLUSTER_DIR}/kmeans/summary.json",
+        train=rules.prepare_data.output.train,
+        subset="results/subsets/{subset}.csv",
+    output:
+        partition_files("random"),
+    log:
+        "results/logs/partition_random/{subset}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/partition_random/{subset}/seed{seed}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        clusters_dir=subpath(input.clusters, parent=True),
+        out_dir=subpath(output[0], parent=True),
+        code=CLUSTER_CODE,
+    shell:
+        "imbssl partition-random --clusters-dir {params.clusters_dir} --subset {input.subset}"
+        " --train-data {input.train} --subset-name {wildcards.subset} --seed {wildcards.seed}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule expert:
+    input:
+        unpack(expert_inputs),
+    output:
+        model="results/experts/{subset}/{kind}/seed{seed}/cluster{cluster}/model.pt",
+        metrics="results/experts/{subset}/{kind}/seed{seed}/cluster{cluster}/metrics.csv",
+    log:
+        "results/logs/expert/{subset}/{kind}/seed{seed}/cluster{cluster}.log",
+    benchmark:
+        "results/benchmarks/expert/{subset}/{kind}/seed{seed}/cluster{cluster}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=runtime_for(config["clustering"]["expert_epochs"]),
+    params:
+        settings=pretrain_flags("simsiam", epochs=config["clustering"]["expert_epochs"]),
+        init=lambda wildcards, input: (
+            f"--init {input.init}" if "init" in input.keys() else ""
+        ),
+        out_dir=subpath(output.model, parent=True),
+        code=pretrain_code("simsiam"),
+    shell:
+        "python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam --seed {wildcards.seed}"
+        " --train-data {input.train} --test-data {input.test} --subset {input.subset} {params.init}"
+        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
