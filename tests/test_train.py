@@ -111,3 +111,20 @@ def test_small_training_sets_use_a_smaller_batch():
     assert effective_batch_size(4096, 1024) == 1024
     with pytest.raises(UserError, match="at least 2"):
         effective_batch_size(1, 1024)
+
+
+def test_msn_resume_is_exact_too(digits_data, tmp_path):
+    """MSN draws its patch masks from the global RNG, which the loop reseeds every epoch."""
+    from imbssl.methods.msn import MSNConfig
+
+    train, test, subsets = digits_data
+    config = MSNConfig(proj_hidden_dim=32, proj_dim=16, num_prototypes=8)
+    run = lambda out, **kw: pretrain("msn", config, str(train), str(test), str(subsets / "imbalanced-p100.csv"),
+                                     str(out), seed=2, settings=_settings(knn_every=0),
+                                     model=ModelConfig(arch="vit_mini"), augment=AugmentConfig(), **kw)
+    run(tmp_path / "straight")
+    run(tmp_path / "resumed", stop_after_epoch=1)
+    run(tmp_path / "resumed")
+    a, b = _weights(tmp_path / "straight" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

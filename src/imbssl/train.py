@@ -152,6 +152,7 @@ def train_loop(
         module.train()
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
         host_generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        torch.manual_seed(epoch_seed(seed, epoch))  # methods drawing from the global RNG (MSN's masks) too
         order = torch.randperm(n, generator=generator, device=device)
         sums: dict[str, torch.Tensor] = {}
         started = time.perf_counter()
