@@ -171,7 +171,7 @@ def distill(
     from .features import resolve_device, to_device_images
     from .models import build_backbone
     from .subsets import read_csv
-    from .train import Monitor, TrainSettings, fingerprint, save_model, train_loop
+    from .train import TrainSettings, fingerprint, make_monitor, save_model, train_loop
 
     config, settings, augment = config or DistillConfig(), settings or TrainSettings(), augment or AugmentConfig()
     device = resolve_device(settings.device)
@@ -193,9 +193,7 @@ def distill(
     student = build_backbone(meta["arch"], meta["width"], image_size)
     module = Distiller(student, config, teachers, torch.tensor(cluster_of)).to(device)
     images = to_device_images(train.images[indices], device)
-    monitor = Monitor(images, torch.from_numpy(train.labels[indices]).to(device), to_device_images(test.images, device),
-                      torch.from_numpy(test.labels).to(device), train.num_classes,
-                      train.mean.tolist(), train.std.tolist())
+    monitor = make_monitor(train, test, indices, device, images)
     batch_aug = BatchAugment(augment, train.mean, train.std, image_size)
     run_id = fingerprint("distill", asdict(config), asdict(settings), asdict(augment), seed, indices.tolist(),
                          cluster_of.tolist(), base, list(experts))

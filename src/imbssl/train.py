@@ -66,6 +66,15 @@ class Monitor:
     std: list[float]
 
 
+def make_monitor(train, test, indices, device: torch.device, images: torch.Tensor | None = None) -> Monitor:
+    """kNN monitoring of a model trained on train[indices] (`images`: those already on the device)."""
+    if images is None:
+        images = to_device_images(train.images[indices], device)
+    return Monitor(images, torch.from_numpy(train.labels[indices]).to(device), to_device_images(test.images, device),
+                   torch.from_numpy(test.labels).to(device), train.num_classes, train.mean.tolist(),
+                   train.std.tolist())
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """Each epoch draws its shuffling and augmentations from its own stream: resume needs no RNG state."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:7], "little")
@@ -254,10 +263,7 @@ def pretrain(
     if init is not None:
         _initialise(module, init, init_heads, device)
     images = to_device_images(train.images[indices], device)
-    labels = torch.from_numpy(train.labels[indices]).to(device)
-    monitor = Monitor(images, labels, to_device_images(test.images, device),
-                      torch.from_numpy(test.labels).to(device), train.num_classes,
-                      train.mean.tolist(), train.std.tolist())
+    monitor = make_monitor(train, test, indices, device, images)
     batch_aug = BatchAugment(augment, train.mean, train.std, image_size)
     run_id = fingerprint(method, asdict(method_config), asdict(settings), asdict(model), asdict(augment),
                          seed, indices.tolist(), init, init_heads)
