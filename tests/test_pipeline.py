@@ -132,8 +132,7 @@ def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
 
 
 def test_plot_settings_redraw_figures_only(demo):
-    # Figure 4 has no plot settings (plot_prototypes.py takes none), so it stays.
-    assert planned(demo, "--config", "plots={dpi: 80}") == {"figure1": 1, "figure3": 2}
+    assert planned(demo, "--config", "plots={dpi: 80}") == {"figure1": 1, "figure3": 2, "figure4": 1}
 
 
 def test_a_simclr_setting_retrains_simclr_and_what_depends_on_it(demo):

@@ -305,15 +305,22 @@ def _cmd_prototype_usage(args):
 
 
 def _args_figure_prototypes(p):
+    from .report import PlotSettings
+    from .settings import add_flags
+
     p.add_argument("--usage", nargs="+", required=True, help="prototype-usage JSON files")
     p.add_argument("--title", default="")
     p.add_argument("--out", nargs="+", required=True)
+    add_flags(p, PlotSettings, "plot")
 
 
 def _cmd_figure_prototypes(args):
     from .plot_prototypes import figure_prototype_usage
 
-    figure_prototype_usage(args.usage, args.out, args.title)
+    from .report import PlotSettings
+    from .settings import from_args
+
+    figure_prototype_usage(args.usage, args.out, args.title, from_args(PlotSettings, args))
 
 
 # name -> (help, adds the command's flags, runs it). Flags are added only for the command being

@@ -46,14 +46,19 @@ def read_usage(path: str | os.PathLike) -> dict:
     return usage
 
 
-def figure_prototype_usage(usage_paths: list[str], out: list[str], title: str = "") -> None:
+def figure_prototype_usage(usage_paths: list[str], out: list[str], title: str = "", settings=None) -> None:
     """One log-log panel: each model's sorted usage (solid) and its prior's expectation (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    from .report import PlotSettings
+
+    settings = settings or PlotSettings()
+    plt.style.use(settings.style)
+    plt.rcParams["font.size"] = settings.font_size
+    fig, ax = plt.subplots(figsize=(settings.width, settings.height))
     for i, path in enumerate(usage_paths):
         usage = read_usage(path)
         color = f"C{i}"
@@ -73,5 +78,5 @@ def figure_prototype_usage(usage_paths: list[str], out: list[str], title: str = 
     fig.tight_layout()
     for path in out:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=150)
+            fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=settings.dpi)
     plt.close(fig)

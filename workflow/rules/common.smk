@@ -151,7 +151,7 @@ DISTILL_CODE = code_hash(
 )
 FIGURES_CODE = code_hash("figures.py", "report.py")
 PROTOTYPES_CODE = code_hash("prototypes.py", "methods/msn.py", "features.py", "vit.py")
-PLOT_PROTOTYPES_CODE = code_hash("plot_prototypes.py")
+PLOT_PROTOTYPES_CODE = code_hash("plot_prototypes.py", "report.py")
 
 
 # Every GPU rule's command starts with `python -m imbssl.gpu_lease --`: on a workstation it leases

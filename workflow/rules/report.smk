@@ -222,7 +222,8 @@ rule figure4:
         "../../envs/pytorch.yaml"
     params:
         title=f"Prototype usage on {config['prior_figure']['subset']} (seed {SEEDS[0]})",
+        plots=cli_flags(config["plots"]),
         code=PLOT_PROTOTYPES_CODE,
     shell:
         "imbssl figure-prototypes --usage {input} --title {params.title:q}"
-        " --out {output.png} {output.pdf} > {log} 2>&1"
+        " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
