@@ -54,6 +54,7 @@ class BenchSettings:
     kmeans_dim: int = 512
     kmeans_k: int = 5
     linear_epochs: int = 100
+    linear_points: int = 20431  # balanced-p10's size
     device: str = "auto"
 
 
@@ -213,12 +214,13 @@ def bench_linear(settings: BenchSettings, device) -> dict:
     from .evaluate import EvalSettings, linear_probe
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(20431, 8 * settings.width, generator=g).to(device)
-    y = (torch.arange(20431) % 10).to(device)
+    n = settings.linear_points
+    x = torch.randn(n, 8 * settings.width, generator=g).to(device)
+    y = (torch.arange(n) % 10).to(device)
     start = time.perf_counter()
     linear_probe(x, y, x[:10000], 10, EvalSettings(epochs=settings.linear_epochs))
     _sync(device)
-    return {"seconds": time.perf_counter() - start, "epochs": settings.linear_epochs, "train_n": 20431}
+    return {"seconds": time.perf_counter() - start, "epochs": settings.linear_epochs, "train_n": n}
 
 
 def paper_estimate(rates: dict[str, float], linear_seconds: float) -> dict:
