@@ -7,6 +7,8 @@
 Every job runs one `imbssl <command>`; the rules live in workflow/rules/.
 """
 
+import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -14,6 +16,13 @@ from snakemake.utils import min_version, validate
 from imbssl.config_check import check_config, check_plan
 
 min_version("9.0")
+
+# Jobs run `imbssl`, installed beside the Python that runs Snakemake: put that bin folder first on
+# PATH so that `.venv/bin/snakemake` works without activating the venv (a conda env, with --sdm
+# conda, still comes first in its jobs).
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
 
 
 configfile: "config.yaml"
