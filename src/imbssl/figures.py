@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import UserError
 from .atomic import atomic_path, write_text
-from .report import PlotSettings, subset_order_key
+from .report import PlotSettings, save_figure, subset_order_key
 
 CLUSTER_TABLE_COLUMNS = ["subset", "seed", "kind", "k", "n", "sizes", "nmi", "ari", "backend"]
 
@@ -83,11 +83,7 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
             summary = _read_summary(summary_file)
             fig.suptitle(f"{summary.get('subset', '')} seed {summary.get('seed', '')}: k={summary['k']}, "
                          f"NMI {summary['nmi']:.3f}, ARI {summary['ari']:.3f}")
-        for out in outs:
-            with atomic_path(out) as tmp:
-                # The temporary name has no image suffix: name the format explicitly.
-                fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=settings.dpi)
-        plt.close(fig)
+        save_figure(fig, outs, settings.dpi)
 
 
 def cluster_table(summary_files: Sequence[str | os.PathLike]) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from . import UserError
-from .atomic import atomic_path
 
 METHOD_LABELS = {"msn": "MSN", "pmsn": "PMSN"}
 
@@ -53,30 +52,26 @@ def figure_prototype_usage(usage_paths: list[str], out: list[str], title: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import PlotSettings
+    from .report import PlotSettings, save_figure
 
     settings = settings or PlotSettings()
-    plt.style.use(settings.style)
-    plt.rcParams["font.size"] = settings.font_size
-    fig, ax = plt.subplots(figsize=(settings.width, settings.height))
-    for i, path in enumerate(usage_paths):
-        usage = read_usage(path)
-        color = f"C{i}"
-        label = METHOD_LABELS.get(usage.get("method"), usage.get("method", Path(path).stem))
-        used = sorted_usage(usage["counts"])
-        ax.loglog(np.arange(1, len(used) + 1), used, color=color, lw=1.8,
-                  label=f"{label} ({len(used)}/{usage['num_prototypes']} used)")
-        expected = prior_counts(usage["prior"], usage["tau"], usage["num_prototypes"], usage["num_images"])
-        prior_name = "uniform" if usage["prior"] == "uniform" else f"power law, tau={usage['tau']:g}"
-        ax.loglog(np.arange(1, len(expected) + 1), expected, color=color, ls="--", lw=1.0,
-                  label=f"{label} prior ({prior_name})")
-    ax.set_xlabel("prototype rank (most used first)")
-    ax.set_ylabel("images won")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    for path in out:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=settings.dpi)
-    plt.close(fig)
+    with plt.style.context(settings.style), plt.rc_context({"font.size": settings.font_size}):
+        fig, ax = plt.subplots(figsize=(settings.width, settings.height))
+        for i, path in enumerate(usage_paths):
+            usage = read_usage(path)
+            color = f"C{i}"
+            label = METHOD_LABELS.get(usage.get("method"), usage.get("method", Path(path).stem))
+            used = sorted_usage(usage["counts"])
+            ax.loglog(np.arange(1, len(used) + 1), used, color=color, lw=1.8,
+                      label=f"{label} ({len(used)}/{usage['num_prototypes']} used)")
+            expected = prior_counts(usage["prior"], usage["tau"], usage["num_prototypes"], usage["num_images"])
+            prior_name = "uniform" if usage["prior"] == "uniform" else f"power law, tau={usage['tau']:g}"
+            ax.loglog(np.arange(1, len(expected) + 1), expected, color=color, ls="--", lw=1.0,
+                      label=f"{label} prior ({prior_name})")
+        ax.set_xlabel("prototype rank (most used first)")
+        ax.set_ylabel("images won")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        save_figure(fig, out, settings.dpi)

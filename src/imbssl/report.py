@@ -137,6 +137,17 @@ def class_names(split_npz: str | os.PathLike) -> list[str]:
         return [str(name) for name in arrays["classes"]]
 
 
+def save_figure(fig, outs, dpi: int) -> None:
+    """Write `fig` atomically to every path in `outs` (format from each suffix), then close it."""
+    import matplotlib.pyplot as plt
+
+    for out in outs:
+        with atomic_path(out) as tmp:
+            # The temporary name has no image suffix: name the format explicitly.
+            fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+
+
 def figure_class_distribution(subset_csvs, classes, outs, settings: PlotSettings | None = None) -> None:
     """Figure 1: images per class, one line per subset; writes every path in `outs` (format from suffix)."""
     import matplotlib
@@ -169,8 +180,4 @@ def figure_class_distribution(subset_csvs, classes, outs, settings: PlotSettings
         ax.set_ylim(bottom=None if settings.log_y else 0)
         ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.set_title("Images per class in each pretraining subset")
-        for out in outs:
-            with atomic_path(out) as tmp:
-                # The temporary name has no image suffix: name the format explicitly.
-                fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=settings.dpi)
-        plt.close(fig)
+        save_figure(fig, outs, settings.dpi)
