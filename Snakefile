@@ -13,13 +13,18 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from imbssl.config_check import check_config, check_plan
+from imbssl.config_check import canonicalize, check_config, check_plan, load_schema
 
 min_version("9.0")
 
+
 # Jobs run `imbssl`, installed beside the Python that runs Snakemake: put that bin folder first on
 # PATH so that `.venv/bin/snakemake` works without activating the venv (a conda env, with --sdm
-# conda, still comes first in its jobs).
+# conda, still comes first in its jobs). Declared, so that remote jobs get it too.
+envvars:
+    "PATH",
+
+
 os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
@@ -28,10 +33,14 @@ os.environ["PATH"] = os.pathsep.join(
 configfile: "config.yaml"
 
 
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 # One-line message naming the bad key before anything else; then Snakemake's own validation
 # against the same schema fills in the defaults of every key left out.
-check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+check_config(config, SCHEMA)
+validate(config, str(SCHEMA), set_default=True)
+# One order of keys and one type per number, so that the same settings always render the same
+# params, whatever the order of config files, `--config` overrides or filled-in defaults.
+canonicalize(config, load_schema(SCHEMA))
 # What the schema cannot say (epoch budget of Experiment II, subset names), also in one line.
 check_plan(config)
 

@@ -17,8 +17,8 @@ from imbssl.cluster import (
     partition_random_like,
     random_partition,
 )
-from imbssl.figures import figure3, write_cluster_table
-from imbssl.report import PlotSettings
+from imbssl.figures import PlotSettings, figure3
+from imbssl.tables import write_cluster_table
 
 torch.set_num_threads(1)
 
@@ -115,14 +115,16 @@ def clustered(tmp_path):
     features = tmp_path / "features.pt"
     checkpoint.save({"features": torch.from_numpy(x.astype(np.float32)), "index": torch.from_numpy(indices)},
                     features)
+    train = tmp_path / "train.npz"  # the prepared split: only its class names are read here
+    np.savez(train, classes=np.asarray(["ant", "bee", "cat"]))
     settings = KMeansSettings(k=3, backend="sklearn", n_init=3)
     out = tmp_path / "kmeans"
-    cluster_subset(str(features), str(subset), str(out), seed=0, settings=settings, subset_name="imbalanced-p10")
-    return features, subset, out, indices, labels, settings
+    cluster_subset(str(features), str(subset), str(out), 0, settings, "imbalanced-p10", str(train))
+    return features, subset, out, indices, labels, settings, train
 
 
 def test_cluster_subset_writes_every_file(clustered):
-    _, _, out, indices, labels, _ = clustered
+    _, _, out, indices, labels, _, _ = clustered
     summary = json.loads((out / "summary.json").read_text())
     assert summary["k"] == 3 and summary["n"] == 90
     assert summary["sizes"] == [50, 30, 10]
@@ -137,31 +139,32 @@ def test_cluster_subset_writes_every_file(clustered):
     assert [len(m) for m in members] == [50, 30, 10]
     assert sorted(np.concatenate([m["index"] for m in members]).tolist()) == indices.tolist()
     table = pd.read_csv(out / "contingency.csv").set_index("cluster")
+    assert list(table.columns) == ["ant", "bee", "cat"]  # the prepared split's class names
     assert table.to_numpy().sum() == 90 and (table.to_numpy().max(axis=1) == [50, 30, 10]).all()
     pca = pd.read_csv(out / "pca.csv")
     assert list(pca.columns) == ["index", "x", "y", "cluster", "label"] and len(pca) == 90
 
 
 def test_cluster_subset_is_deterministic_for_a_seed(clustered, tmp_path):
-    features, subset, out, *_, settings = clustered
+    features, subset, out, *_, settings, train = clustered
     again = tmp_path / "again"
-    cluster_subset(str(features), str(subset), str(again), seed=0, settings=settings)
+    cluster_subset(str(features), str(subset), str(again), 0, settings, "imbalanced-p10", str(train))
     for name in ("assignments.csv", "contingency.csv", "pca.csv", "cluster0.csv"):
         assert (again / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_cluster_subset_rejects_features_of_another_subset(clustered, tmp_path):
-    features, _, _, indices, labels, settings = clustered
+    features, _, _, indices, labels, settings, train = clustered
     other = tmp_path / "other.csv"
     other.write_text("index,label\n" + "".join(f"{i + 1},{c}\n" for i, c in zip(indices, labels)))
     with pytest.raises(UserError, match="rerun the features rule"):
-        cluster_subset(str(features), str(other), str(tmp_path / "x"), seed=0, settings=settings)
+        cluster_subset(str(features), str(other), str(tmp_path / "x"), 0, settings, "other", str(train))
 
 
 def test_random_partition_like_has_the_kmeans_sizes(clustered, tmp_path):
-    _, subset, out, indices, _, _ = clustered
+    _, subset, out, indices, _, _, train = clustered
     random_dir = tmp_path / "random"
-    partition_random_like(str(out), str(subset), str(random_dir), seed=0, subset_name="imbalanced-p10")
+    partition_random_like(str(out), str(subset), str(random_dir), 0, "imbalanced-p10", str(train))
     summary = json.loads((random_dir / "summary.json").read_text())
     assert summary["sizes"] == [50, 30, 10] and summary["kind"] == "random"
     assert summary["nmi"] < 0.5  # a random split does not follow the groups
@@ -171,8 +174,8 @@ def test_random_partition_like_has_the_kmeans_sizes(clustered, tmp_path):
 
 
 def test_figure3_and_cluster_table_from_files(clustered, tmp_path):
-    _, subset, out, *_ = clustered
-    partition_random_like(str(out), str(subset), str(tmp_path / "random"), seed=0, subset_name="imbalanced-p10")
+    _, subset, out, *_, train = clustered
+    partition_random_like(str(out), str(subset), str(tmp_path / "random"), 0, "imbalanced-p10", str(train))
     pngs = [tmp_path / "fig3.png", tmp_path / "fig3.pdf"]
     figure3(out / "pca.csv", out / "contingency.csv", pngs, PlotSettings(dpi=50), summary_file=out / "summary.json")
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[1].read_bytes()[:4] == b"%PDF"

@@ -368,3 +368,20 @@ def test_plan_error_checks_the_epoch_budget_only_when_experiment_ii_runs():
     config["clustering"]["allow_budget_mismatch"] = False
     config["clustering"]["subsets"] = []  # no Experiment II: no budget to keep
     assert plan_error(config) is None
+
+
+# --- Snakemake's own checks stay clean --------------------------------------------------------
+
+def test_snakemake_lint_reports_nothing(workdir):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=workdir, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_snakefmt_leaves_the_workflow_unchanged():
+    snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent)) or shutil.which("snakefmt")
+    assert snakefmt, "snakefmt is part of the test extra: pip install -e '.[test]'"
+    result = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

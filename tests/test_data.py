@@ -74,3 +74,75 @@ def test_channel_stats_by_hand():
     images[1] = 255
     mean, std = channel_stats(images)
     assert np.allclose(mean, 0.5) and np.allclose(std, 0.5)
+
+
+def _prepare_fails(root, tmp_path, **kw):
+    """prepare() of a folder dataset that must fail: its one-line message; nothing written."""
+    out = tmp_path / "results" / "data"
+    with pytest.raises(UserError) as err:
+        prepare("folder", root, out / "train.npz", out / "test.npz", **kw)
+    message = str(err.value)
+    assert "\n" not in message
+    assert not out.exists() or not any(out.iterdir()), "a failed prepare wrote files"
+    return message
+
+
+def test_every_unreadable_or_non_image_file_is_named_in_one_error(tmp_path):
+    root = tmp_path / "d"
+    _make_folder(root, ["a", "b"])
+    (root / "train" / "a" / "0001.png").write_bytes(b"not a png at all")  # truncated / corrupt
+    (root / "train" / "b" / "notes.txt").write_text("a stray file")
+    (root / "test" / "b" / "0002.png").write_bytes(b"")
+    (root / "train" / "a" / ".DS_Store").write_bytes(b"\0")  # hidden files are skipped, not errors
+    message = _prepare_fails(root, tmp_path)
+    assert "3 problem(s)" in message
+    for name in ("train/a/0001.png", "train/b/notes.txt (not an image file)", "test/b/0002.png"):
+        assert name in message, name
+    assert ".DS_Store" not in message and "delete or replace these files" in message
+
+
+def test_the_error_names_at_most_twenty_files_and_counts_the_rest(tmp_path):
+    root = tmp_path / "d"
+    _make_folder(root, ["a"], per_class=1)
+    for i in range(25):
+        (root / "train" / "a" / f"bad{i:02d}.jpg").write_bytes(b"junk")
+    message = _prepare_fails(root, tmp_path)
+    assert "25 problem(s)" in message and "and 5 more" in message
+    assert "bad19.jpg" in message and "bad20.jpg" not in message
+
+
+def test_a_class_folder_without_images_is_an_error(tmp_path):
+    root = tmp_path / "d"
+    _make_folder(root, ["a", "b"])
+    for path in (root / "train" / "b").iterdir():
+        path.unlink()
+    message = _prepare_fails(root, tmp_path)
+    assert "train/b/ (no images)" in message
+
+
+def test_a_test_class_the_train_split_lacks_is_an_error(tmp_path):
+    root = tmp_path / "d"
+    _make_folder(root, ["a", "b"])
+    (root / "test" / "c").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "test" / "c" / "0000.png")
+    message = _prepare_fails(root, tmp_path)
+    assert "has classes the train split lacks (c)" in message
+
+
+def test_an_empty_root_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "has no train/ folder" in _prepare_fails(tmp_path / "empty", tmp_path)
+    (tmp_path / "empty" / "train").mkdir()
+    (tmp_path / "empty" / "test").mkdir()
+    assert "has no class folders" in _prepare_fails(tmp_path / "empty", tmp_path)
+
+
+def test_a_test_split_may_lack_a_class(tmp_path):
+    root = tmp_path / "d"
+    _make_folder(root, ["a", "b", "c"])
+    for path in (root / "test" / "b").iterdir():
+        path.unlink()
+    (root / "test" / "b").rmdir()
+    prepare("folder", root, tmp_path / "t.npz", tmp_path / "e.npz")
+    test = load_split(tmp_path / "e.npz")
+    assert test.classes == ["a", "b", "c"] and test.labels.tolist() == [0, 0, 0, 2, 2, 2]

@@ -19,8 +19,8 @@ from imbssl.methods.msn import (
     ema_momentum, ema_update_, entropy, kl_divergence, power_law, prior_distribution, prior_term, sinkhorn,
 )
 from imbssl.models import build_backbone
-from imbssl.plot_prototypes import figure_prototype_usage, prior_counts, sorted_usage
-from imbssl.prototypes import prototype_usage
+from imbssl.figures import figure_prototype_usage, sorted_usage
+from imbssl.prototypes import prototype_usage, write_usage
 from imbssl.vit import build_vit, num_kept, random_keep
 
 torch.set_num_threads(1)
@@ -203,19 +203,43 @@ def test_prototype_usage_counts_the_winning_prototype_of_each_image():
     assert prototype_usage(method, batch, mean, std, batch_size=2).tolist() == [2, 1, 0]
 
 
+@pytest.mark.parametrize("name,tau,expected", [("pmsn", 1.0, [20.0, 10.0]), ("msn", 1.0, [15.0, 15.0])])
+def test_usage_file_stores_the_images_per_prototype_the_prior_expects(tmp_path, name, tau, expected):
+    # 30 images, 2 prototypes: a power law with tau 1 expects 1 : 1/2 of them, i.e. 20 and 10;
+    # the uniform prior 15 each, whatever tau says.
+    from imbssl.methods.msn import MSNConfig, PMSNConfig
+    from imbssl.train import save_model
+
+    torch.manual_seed(0)
+    method = _small(name, build_backbone("vit_mini", image_size=16), num_prototypes=2, tau=tau)
+    save_model(method, tmp_path, method=name, arch="vit_mini", width=8, image_size=16, mean=[0.5] * 3,
+               std=[0.25] * 3)
+    images = np.random.default_rng(0).integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", images=images, labels=np.zeros(30, np.int64), classes=np.asarray(["a"]),
+             mean=np.full(3, 0.5, np.float32), std=np.full(3, 0.25, np.float32))
+    (tmp_path / "subset.csv").write_text("index,label\n" + "".join(f"{i},0\n" for i in range(30)))
+    config = (PMSNConfig if name == "pmsn" else MSNConfig)(proj_hidden_dim=32, proj_dim=16, num_prototypes=2,
+                                                          base_lr=1e-3, ema_start=0.9, tau=tau)
+    usage = write_usage(str(tmp_path / "model.pt"), str(tmp_path / "train.npz"), str(tmp_path / "subset.csv"),
+                        str(tmp_path / "usage.json"), config, device="cpu")
+    assert usage["expected"] == pytest.approx(expected)
+    assert json.loads((tmp_path / "usage.json").read_text())["expected"] == pytest.approx(expected)
+    assert sum(usage["counts"]) == 30
+
+
 def test_prototype_usage_figure_from_files_only(tmp_path):
-    np.testing.assert_allclose(prior_counts("powerlaw", 1.0, 2, 30), [20.0, 10.0])
-    assert prior_counts("uniform", 0.25, 4, 8).tolist() == [2.0, 2.0, 2.0, 2.0]
     assert sorted_usage([0, 3, 1, 0, 5]).tolist() == [5.0, 3.0, 1.0]
     paths = []
-    for name, prior, counts in [("msn", "uniform", [3, 3, 2, 0]), ("pmsn", "powerlaw", [5, 2, 1, 0])]:
+    for name, prior, counts, expected in [("msn", "uniform", [3, 3, 2, 0], [2.0] * 4),
+                                          ("pmsn", "powerlaw", [5, 2, 1, 0], [4.0, 2.0, 1.5, 0.5])]:
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"method": name, "prior": prior, "tau": 0.25, "num_prototypes": 4,
-                                    "num_images": 8, "counts": counts}))
+                                    "num_images": 8, "counts": counts, "expected": expected}))
         paths.append(str(path))
     out = [str(tmp_path / "usage.png"), str(tmp_path / "usage.pdf")]
     figure_prototype_usage(paths, out)
     assert (tmp_path / "usage.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "usage.pdf").read_bytes()[:4] == b"%PDF"
-    code = "import sys, imbssl.plot_prototypes; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    (tmp_path / "old.json").write_text(json.dumps({"method": "msn", "counts": [1]}))
+    with pytest.raises(UserError, match="lacks .*expected.*rerun the prototype_usage rule"):
+        figure_prototype_usage([str(tmp_path / "old.json")], out)

@@ -126,6 +126,36 @@ def test_nothing_to_do_after_the_run(demo):
     assert planned(demo) == {}
 
 
+def nothing_to_do(workdir: Path, *args: str) -> str:
+    """The dry run's output, asserted to plan no job."""
+    result = snakemake(workdir, "-n", *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-4000:]
+    return result.stdout
+
+
+def reversed_keys(value):
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    return value
+
+
+def test_the_same_settings_through_another_invocation_rerun_nothing(demo):
+    """The rerun contract: the same settings reached another way render the same params."""
+    import yaml
+
+    nothing_to_do(demo, *DEMO)
+    nothing_to_do(demo, "--configfile", "config.yaml", "config/demo.yaml")
+    shuffled = demo / "demo-reordered.yaml"
+    shuffled.write_text(yaml.safe_dump(reversed_keys(yaml.safe_load((demo / "config/demo.yaml").read_text())),
+                                       sort_keys=False))
+    nothing_to_do(demo, "--configfile", str(shuffled))
+    # Values already set, repeated on the command line (an integer where the file has a float,
+    # a schema default spelled out).
+    nothing_to_do(demo, *DEMO, "--config", "pretrain={epochs: 20, batch_size: 128}", "evaluation={lr: 30}",
+                  "augment={crop_max_scale: 1}", "seeds=[0]")
+
+
 def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
     assert planned(demo, "--config", "evaluation={epochs: 5}") == {
         "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}

@@ -1,4 +1,4 @@
-"""Table 2 and Figure 1 from synthetic result files (no torch, no model)."""
+"""Tables and Figure 1 from synthetic result files (no torch, no model)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ import pandas as pd
 import pytest
 
 from imbssl import UserError
-from imbssl.report import PlotSettings, figure_class_distribution, order_subsets, write_table
-from imbssl.subsets import write_csv
+from imbssl.figures import PlotSettings, figure_class_distribution
+from imbssl.subsets import order_subsets, write_csv
+from imbssl.tables import write_table
+
+
+def prepared_split(tmp_path, classes):
+    """A prepared train split as prepare-data writes it (only its class names are read by figures)."""
+    path = tmp_path / "train.npz"
+    np.savez(path, images=np.zeros((len(classes), 1, 1, 3), np.uint8), labels=np.arange(len(classes)),
+             classes=np.asarray(classes))
+    return path
 
 
 def result(tmp_path, subset, method, seed, n, top1, knn_top1):
@@ -107,27 +116,45 @@ def test_figure_writes_png_and_pdf_without_torch(tmp_path):
         write_csv(path, np.array(list(indices)), np.array(labels))
         subsets.append(path)
     outs = [tmp_path / "fig/figure1.png", tmp_path / "fig/figure1.pdf"]
-    figure_class_distribution(subsets, ["cat", "dog", "emu"], outs, PlotSettings(dpi=50))
+    figure_class_distribution(subsets, prepared_split(tmp_path, ["cat", "dog", "emu"]), outs, PlotSettings(dpi=50))
     assert outs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert outs[1].read_bytes()[:5] == b"%PDF-"
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["figure1.pdf", "figure1.png"]
 
 
-def test_report_module_does_not_import_torch():
-    code = "import sys, imbssl.report; print('torch' in sys.modules)"
+@pytest.mark.parametrize("module", ["imbssl.tables", "imbssl.figures"])
+def test_tables_and_figures_do_not_import_torch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
-def test_figure_rejects_class_names_of_the_wrong_length(tmp_path):
+def test_figure_rejects_subsets_with_more_classes_than_the_split(tmp_path):
     path = tmp_path / "full.csv"
-    write_csv(path, np.arange(4), np.array([0, 0, 1, 1]))
-    with pytest.raises(UserError, match="dataset.classes names 3 classes but the subsets have 2"):
-        figure_class_distribution([path], ["a", "b", "c"], [tmp_path / "f.png"], PlotSettings())
+    write_csv(path, np.arange(4), np.array([0, 0, 1, 2]))
+    with pytest.raises(UserError, match="labels up to 2 but .* names 2 classes"):
+        figure_class_distribution([path], prepared_split(tmp_path, ["a", "b"]), [tmp_path / "f.png"],
+                                  PlotSettings())
+
+
+def test_figure1_labels_the_classes_with_the_prepared_splits_names(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    labels = np.array([0, 0, 1, 1, 2])
+    write_csv(tmp_path / "full.csv", np.arange(5), labels)
+    ticks = []
+    set_xticks = matplotlib.axes.Axes.set_xticks
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks",
+                        lambda ax, positions, names=None, **kw: (ticks.append(list(names)),
+                                                                 set_xticks(ax, positions, names, **kw))[1])
+    names = ["airplane", "automobile", "bird"]
+    figure_class_distribution([tmp_path / "full.csv"], prepared_split(tmp_path, names), [tmp_path / "f.png"],
+                              PlotSettings(dpi=30))
+    assert ticks == [names]
 
 
 def test_class_counts_per_subset_in_paper_order(tmp_path):
-    from imbssl.report import class_counts
+    from imbssl.figures import class_counts
 
     labels = np.array([0, 0, 0, 1, 1, 2])
     write_csv(tmp_path / "full.csv", np.arange(6), labels)
@@ -138,15 +165,15 @@ def test_class_counts_per_subset_in_paper_order(tmp_path):
 
 
 def test_class_names_come_from_the_prepared_split(tmp_path):
-    from imbssl.report import class_names
+    from imbssl.data import class_names
 
-    np.savez(tmp_path / "train.npz", images=np.zeros((2, 1, 1, 3), np.uint8), labels=np.array([0, 1]),
-             classes=np.asarray(["airplane", "automobile"]))
-    assert class_names(tmp_path / "train.npz") == ["airplane", "automobile"]
+    assert class_names(prepared_split(tmp_path, ["airplane", "automobile"])) == ["airplane", "automobile"]
+    with pytest.raises(UserError, match="run `imbssl prepare-data`"):
+        class_names(tmp_path / "missing.npz")
 
 
 def test_method_labels_name_experiment_ii_students_as_the_paper():
-    from imbssl.report import method_label
+    from imbssl.tables import method_label
 
     assert [method_label(m) for m in ("simclr", "simsiam", "simsiam-c-d", "simsiam-d", "msn", "pmsn")] == \
         ["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D", "MSN", "PMSN"]

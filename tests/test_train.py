@@ -148,3 +148,32 @@ def test_compile_leaves_the_loss_curve_unchanged(digits_data, tmp_path, monkeypa
         rows = list(csv.DictReader(open(tmp_path / mode / "metrics.csv")))
         losses[mode] = [float(r["loss"]) for r in rows]
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-4, abs=1e-5)
+
+
+def test_job_logs_get_one_plain_line_per_epoch(digits_data, tmp_path, capsys):
+    """stderr is a file in a Snakemake or SLURM job: no carriage returns, one readable line per epoch."""
+    _pretrain(digits_data, tmp_path / "run", settings=_settings(epochs=3, knn_every=2, checkpoint_every=0))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if " epoch " in line]
+    assert len(lines) == 3, err
+    import re
+
+    pattern = (r"\[imbssl\] \S+/run epoch (\d)/3 loss -?\d+\.\d{4} lr \S+( knn_top1 \d+\.\d\d)? images/s \d+ "
+               r"elapsed \d+:\d\d:\d\d eta \d+:\d\d:\d\d$")
+    matches = [re.match(pattern, line) for line in lines]
+    assert all(matches), lines
+    assert [m.group(1) for m in matches] == ["1", "2", "3"]
+    assert [bool(m.group(2)) for m in matches] == [False, True, True]  # kNN every 2 epochs and at the end
+    assert lines[-1].endswith("eta 0:00:00")
+
+
+def test_a_terminal_keeps_the_progress_bar(monkeypatch):
+    from imbssl import train
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    progress = train.make_progress("run", 2, 10, 0)
+    assert isinstance(progress, train.BarProgress)
+    progress.close()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert isinstance(train.make_progress("run", 2, 10, 0), train.LineProgress)

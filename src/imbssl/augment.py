@@ -78,6 +78,24 @@ class AugmentConfig:
             raise UserError(f"augment: hue must be between 0 and 0.5 (got {self.hue})")
 
 
+def torchvision_pipeline(config: AugmentConfig, mean, std, image_size: int):
+    """The same augmentations as torchvision.transforms.v2 applies them, one image at a time, on a
+    uint8 CHW tensor: the conventional pipeline that `BatchAugment` replaces (the benchmark's
+    reference)."""
+    from torchvision.transforms import v2
+
+    c = config
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(c.crop_min_scale, c.crop_max_scale),
+                             ratio=(c.crop_min_ratio, c.crop_max_ratio), antialias=True),
+        v2.RandomHorizontalFlip(c.flip_p),
+        v2.RandomApply([v2.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue)], p=c.jitter_p),
+        v2.RandomGrayscale(p=c.grayscale_p),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(map(float, mean)), list(map(float, std))),
+    ])
+
+
 @dataclass
 class AugmentParams:
     """The random choices for one batch (what `BatchAugment.sample_params` draws)."""

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from .atomic import write_json
-from .augment import AugmentConfig, BatchAugment
-from .features import extract, resolve_device
+from .augment import AugmentConfig, BatchAugment, torchvision_pipeline
+from .data import channel_stats
+from .device import resolve_device, to_device_images
+from .features import extract
 from .methods import build_method
 from .models import build_backbone
 from .train import train_step
@@ -106,8 +108,8 @@ def bench_engine(method: str, images_np, settings: BenchSettings, device, compil
         module.to(memory_format=torch.channels_last)
     if compile_backbone:
         module.backbone.compile()
-    images = torch.from_numpy(images_np).to(device).permute(0, 3, 1, 2).contiguous()
-    augment = BatchAugment(AugmentConfig(), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], settings.image_size)
+    images = to_device_images(images_np, device)
+    augment = BatchAugment(AugmentConfig(), *channel_stats(images_np), settings.image_size)
     generator = torch.Generator(device=device).manual_seed(0)
     host_generator = torch.Generator().manual_seed(0)
     n = images.shape[0]
@@ -137,24 +139,11 @@ class _TwoViews(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
-def reference_transform(image_size: int, mean, std):
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
-
-
 def bench_reference(method: str, images_np, settings: BenchSettings, device) -> dict:
     torch.manual_seed(0)
     module = build_method(method, build_backbone(settings.arch, settings.width, settings.image_size)).to(device)
     optimizer = module.make_optimizer(settings.batch_size)
-    dataset = _TwoViews(images_np, reference_transform(settings.image_size, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]))
+    dataset = _TwoViews(images_np, torchvision_pipeline(AugmentConfig(), *channel_stats(images_np), settings.image_size))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True, num_workers=settings.workers,
         pin_memory=device.type == "cuda", persistent_workers=settings.workers > 0)
@@ -183,13 +172,14 @@ def bench_features(images_np, settings: BenchSettings, device) -> dict:
     backbone = build_backbone(settings.arch, settings.width, settings.image_size).to(device)
     if device.type == "cuda":
         backbone.to(memory_format=torch.channels_last)
-    images = torch.from_numpy(images_np).to(device).permute(0, 3, 1, 2).contiguous()
-    extract(backbone, images[:1024], [0.5] * 3, [0.25] * 3)  # warm-up
+    images = to_device_images(images_np, device)
+    mean, std = channel_stats(images_np)
+    extract(backbone, images[:1024], mean, std)  # warm-up
     _sync(device)
     runs = []
     for _ in range(3):
         start = time.perf_counter()
-        extract(backbone, images, [0.5] * 3, [0.25] * 3)
+        extract(backbone, images, mean, std)
         _sync(device)
         runs.append(time.perf_counter() - start)
     return {"images_per_s": len(images) / statistics.median(runs)}

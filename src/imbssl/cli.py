@@ -29,7 +29,7 @@ def _pretrain_parser(parser: argparse.ArgumentParser, method: str | None) -> Non
     from .augment import AugmentConfig
     from .methods import get_method
     from .models import ModelConfig
-    from .settings import add_flags
+    from .settings import add_flags, parse_bool
     from .train import TrainSettings
 
     parser.add_argument("--method", required=True, help="registered method name (simsiam, simclr, msn, ...)")
@@ -39,7 +39,7 @@ def _pretrain_parser(parser: argparse.ArgumentParser, method: str | None) -> Non
     parser.add_argument("--out-dir", required=True, help="writes model.pt, metrics.csv (checkpoint.pt while running)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None, help="model.pt to start from (experts start from the base model)")
-    parser.add_argument("--init-heads", type=lambda s: s.lower() == "true", default=True, metavar="BOOL",
+    parser.add_argument("--init-heads", type=parse_bool, default=True, metavar="BOOL",
                         help="with --init, also copy the method's heads (not only the backbone)")
     add_flags(parser, TrainSettings, "training")
     add_flags(parser, ModelConfig, "model")
@@ -84,16 +84,16 @@ def _cmd_evaluate(args):
 
 
 def _cmd_table(args):
-    from .report import write_table
+    from .tables import write_table
 
     write_table(args.results, args.methods, args.out_csv, args.out_md, title=args.title)
 
 
 def _cmd_figure_subsets(args):
-    from .report import PlotSettings, figure_class_distribution
+    from .figures import PlotSettings, figure_class_distribution
     from .settings import from_args
 
-    figure_class_distribution(args.subsets, args.classes, args.out, from_args(PlotSettings, args))
+    figure_class_distribution(args.subsets, args.train_data, args.out, from_args(PlotSettings, args))
 
 
 def _args_prepare_data(p):
@@ -143,11 +143,11 @@ def _args_table(p):
 
 
 def _args_figure_subsets(p):
-    from .report import PlotSettings
+    from .figures import PlotSettings
     from .settings import add_flags
 
     p.add_argument("--subsets", nargs="+", required=True)
-    p.add_argument("--classes", nargs="+", default=None)
+    p.add_argument("--train-data", required=True, help="prepared train split (its class names label the axis)")
     p.add_argument("--out", nargs="+", required=True, help="one file per format (.png, .pdf, .svg)")
     add_flags(p, PlotSettings, "plot")
 
@@ -188,8 +188,8 @@ def _args_cluster(p):
 
     p.add_argument("--features", required=True)
     p.add_argument("--subset", required=True)
-    p.add_argument("--train-data", default=None, help="for class names in the cluster x class table")
-    p.add_argument("--subset-name", default="")
+    p.add_argument("--train-data", required=True, help="prepared train split (class names of the cluster x class table)")
+    p.add_argument("--subset-name", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     add_flags(p, KMeansSettings, "clustering")
@@ -206,8 +206,8 @@ def _cmd_cluster(args):
 def _args_partition_random(p):
     p.add_argument("--clusters-dir", required=True, help="k-means output whose cluster sizes to copy")
     p.add_argument("--subset", required=True)
-    p.add_argument("--train-data", default=None)
-    p.add_argument("--subset-name", default="")
+    p.add_argument("--train-data", required=True, help="prepared train split (class names)")
+    p.add_argument("--subset-name", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
 
@@ -250,7 +250,7 @@ def _cmd_distill(args):
 
 
 def _args_figure_clusters(p):
-    from .report import PlotSettings
+    from .figures import PlotSettings
     from .settings import add_flags
 
     p.add_argument("--pca", required=True)
@@ -261,8 +261,7 @@ def _args_figure_clusters(p):
 
 
 def _cmd_figure_clusters(args):
-    from .figures import figure3
-    from .report import PlotSettings
+    from .figures import PlotSettings, figure3
     from .settings import from_args
 
     figure3(args.pca, args.contingency, args.out, from_args(PlotSettings, args), summary_file=args.summary)
@@ -275,7 +274,7 @@ def _args_cluster_table(p):
 
 
 def _cmd_cluster_table(args):
-    from .figures import write_cluster_table
+    from .tables import write_cluster_table
 
     write_cluster_table(args.summaries, args.out_csv, args.out_md)
 
@@ -305,7 +304,7 @@ def _cmd_prototype_usage(args):
 
 
 def _args_figure_prototypes(p):
-    from .report import PlotSettings
+    from .figures import PlotSettings
     from .settings import add_flags
 
     p.add_argument("--usage", nargs="+", required=True, help="prototype-usage JSON files")
@@ -315,9 +314,7 @@ def _args_figure_prototypes(p):
 
 
 def _cmd_figure_prototypes(args):
-    from .plot_prototypes import figure_prototype_usage
-
-    from .report import PlotSettings
+    from .figures import PlotSettings, figure_prototype_usage
     from .settings import from_args
 
     figure_prototype_usage(args.usage, args.out, args.title, from_args(PlotSettings, args))

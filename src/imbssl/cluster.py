@@ -23,7 +23,6 @@ from . import UserError
 from .atomic import atomic_path, write_json
 
 BACKENDS = ("auto", "cuml", "sklearn")
-KINDS = ("kmeans", "random")
 
 
 @dataclass
@@ -228,15 +227,6 @@ def read_assignments(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return table["index"].to_numpy(np.int64), table["cluster"].to_numpy(np.int64)
 
 
-def class_names(train_data: str | os.PathLike | None, labels: np.ndarray) -> list[str]:
-    """Class names from the train split cache (only its `classes` entry is read), else class0.."""
-    if train_data is not None:
-        with np.load(train_data, allow_pickle=False) as npz:
-            if "classes" in npz:
-                return [str(c) for c in npz["classes"]]
-    return [f"class{c}" for c in range(int(labels.max()) + 1 if len(labels) else 0)]
-
-
 # ---------------------------------------------------------------------------------------------
 # Whole jobs (one CLI command each)
 
@@ -254,39 +244,40 @@ def load_features(path: str | os.PathLike, device: str) -> tuple[Any, np.ndarray
 
 def cluster_subset(
     features: str, subset: str, out_dir: str, seed: int, settings: KMeansSettings,
-    subset_name: str = "", train_data: str | None = None,
+    subset_name: str, train_data: str,
 ) -> Path:
     """k-means of a subset's base features; writes out_dir/{assignments,cluster*,contingency,pca}.csv
     and summary.json. Features go to the GPU only when cuML runs (and then straight from the file)."""
-    from .subsets import read_csv
+    from .data import class_names
+    from .subsets import read_csv, require_subset_order
 
     backend = resolve_backend(settings.backend)
     feats, feat_index = load_features(features, "cuda" if backend == "cuml" else "cpu")
     indices, labels = read_csv(subset)
-    if not np.array_equal(feat_index, indices):
-        raise UserError(f"features file {features} was not computed on subset {subset}: rerun the features rule")
+    require_subset_order(feat_index, indices, features, subset, "features")
     result = kmeans(feats, settings.k, seed, backend, settings.n_init, settings.max_iter)
     summary = {"subset": subset_name, "seed": seed, "kind": "kmeans", "k": settings.k,
                "inertia": result.inertia, "n_init": settings.n_init, "max_iter": settings.max_iter, **result.info}
     return write_partition(out_dir, indices, labels, result.assignments, summary,
-                           class_names(train_data, labels), projection=pca_2d(feats, seed))
+                           class_names(train_data), projection=pca_2d(feats, seed))
 
 
 def partition_random_like(
-    clusters_dir: str, subset: str, out_dir: str, seed: int, subset_name: str = "", train_data: str | None = None,
+    clusters_dir: str, subset: str, out_dir: str, seed: int, subset_name: str, train_data: str,
 ) -> Path:
     """The "+D" ablation: a random partition of the subset with the sizes of the k-means clusters
     in `clusters_dir` (a cluster_subset output); written like a k-means partition (no PCA)."""
     import json
 
-    from .subsets import read_csv
+    from .data import class_names
+    from .subsets import read_csv, require_subset_order
 
     indices, labels = read_csv(subset)
-    cluster_index, assigned = read_assignments(Path(clusters_dir) / "assignments.csv")
-    if not np.array_equal(cluster_index, indices):
-        raise UserError(f"cluster assignments in {clusters_dir} are not of subset {subset}: rerun the cluster rule")
+    assignments = Path(clusters_dir) / "assignments.csv"
+    cluster_index, assigned = read_assignments(assignments)
+    require_subset_order(cluster_index, indices, assignments, subset, "cluster")
     k = int(json.loads((Path(clusters_dir) / "summary.json").read_text())["k"])
     parts = random_partition(np.bincount(assigned, minlength=k).tolist(), len(indices), seed)
     summary = {"subset": subset_name, "seed": seed, "kind": "random", "k": k, "inertia": None,
                "backend": "random", "version": f"numpy {np.__version__}", "seconds": 0.0}
-    return write_partition(out_dir, indices, labels, parts, summary, class_names(train_data, labels))
+    return write_partition(out_dir, indices, labels, parts, summary, class_names(train_data))

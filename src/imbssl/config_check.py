@@ -106,6 +106,43 @@ def coerce_strings(value: Any, schema: dict, root: dict | None = None) -> Any:
     return value
 
 
+def _typed_number(value: Any, schema: dict) -> Any:
+    """An int where the schema wants an integer, a float where it wants a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    types = _types(schema)
+    if "integer" in types and float(value).is_integer():
+        return int(value)
+    if "number" in types:
+        return float(value)
+    return value
+
+
+def canonicalize(value: Any, schema: dict, root: dict | None = None) -> Any:
+    """The config in one canonical form, in place for dicts: every section's keys in the schema's
+    order (= the settings dataclass's field order) and every number typed by the schema.
+
+    Snakemake compares a job's params as strings; the rules render params from the config in its
+    key order (`settings.cli_flags`). Without this, the same settings reached through another
+    order of config files, a `--config` override or a schema-filled default would render
+    differently and rerun jobs whose settings did not change. `lr: 30` and `lr: 30.0` likewise.
+    """
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        order = [key for key in properties if key in value] + sorted(k for k in value if k not in properties)
+        items = {key: value.pop(key) for key in order}
+        for key, item in items.items():
+            value[key] = canonicalize(item, properties[key], root) if key in properties else item
+        return value
+    if isinstance(value, list):
+        if isinstance(schema.get("items"), dict):
+            value[:] = [canonicalize(item, schema["items"], root) for item in value]
+        return value
+    return _typed_number(value, schema)
+
+
 def config_error(config: dict, schema: dict) -> str | None:
     """The one-line message for the most relevant schema violation, or None if the config is valid."""
     error = best_match(Draft202012Validator(schema).iter_errors(config))

@@ -52,53 +52,111 @@ def load_cifar10(root: str | os.PathLike) -> tuple[dict, dict, list[str]]:
     return to_arrays(train), to_arrays(test), list(train.classes)
 
 
-def _folder_classes(split_dir: Path, classes: list[str] | None) -> list[str]:
-    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    if not found:
-        raise UserError(f"dataset.root: {split_dir} has no class folders (expected {split_dir}/<class>/<image>)")
-    if classes is None:
-        return found  # torchvision ImageFolder order: sorted by name
-    missing = [c for c in classes if c not in found]
-    extra = [c for c in found if c not in classes]
-    if missing or extra:
-        raise UserError(
-            f"dataset.classes does not match the folders in {split_dir}: missing {missing}, not listed {extra}"
-        )
-    return list(classes)
+MAX_LISTED = 20  # bad files named in one error message
 
 
-def _read_folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> dict:
+def _listing(items: list[str]) -> str:
+    """The first MAX_LISTED items, comma-separated, and how many more there are."""
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _folder_classes(root: Path, classes: list[str] | None) -> list[str]:
+    """The class order: `classes`, or the train split's folder names sorted (ImageFolder's order).
+
+    The test split may lack classes (their per-class accuracy is then n/a), never add any.
+    """
+    train, test = _class_dirs(root / "train"), _class_dirs(root / "test")
+    if not train:
+        raise UserError(f"dataset.root={root}: {root / 'train'} has no class folders "
+                        f"(expected {root}/train/<class>/<image>)")
+    if classes is not None:
+        missing = [c for c in classes if c not in train]
+        extra = [c for c in train if c not in classes]
+        if missing or extra:
+            raise UserError(f"dataset.classes does not match the class folders in {root / 'train'}: "
+                            f"no folder for {missing}, not listed {extra}; list exactly the folder names")
+    order = list(classes) if classes is not None else train
+    unknown = [c for c in test if c not in order]
+    if unknown:
+        raise UserError(f"dataset.root={root}: {root / 'test'} has classes the train split lacks ({_listing(unknown)}): "
+                        f"add their training images to {root / 'train'} or remove them from the test split")
+    return order
+
+
+def _image_files(split_dir: Path, classes: list[str], root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, label) of every image of a split, and the problems found: non-image files and class
+    folders without images (hidden files such as .DS_Store are skipped)."""
+    files, problems = [], []
+    for label, name in enumerate(classes):
+        class_dir = split_dir / name
+        if not class_dir.is_dir():
+            continue  # a test split may lack a class
+        entries = sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        problems += [f"{p.relative_to(root)} (not an image file)" for p in entries if p not in images]
+        if not images:
+            problems.append(f"{class_dir.relative_to(root)}/ (no images)")
+        files += [(path, label) for path in images]
+    return files, problems
+
+
+def _decode(path: Path, image_size: int | None) -> np.ndarray:
     from PIL import Image
 
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if image_size is not None and im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                images.append(np.asarray(im, np.uint8))
-            labels.append(label)
-    if not images:
-        raise UserError(f"dataset.root: no images found under {split_dir}")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise UserError(f"images under {split_dir} differ in size {sorted(shapes)[:3]}: set dataset.image_size")
-    return {"images": np.stack(images), "labels": np.asarray(labels, np.int64)}
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if image_size is not None and im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(im, np.uint8)
+
+
+def _decode_split(files: list[tuple[Path, int]], root: Path, image_size: int | None) -> tuple[dict, list[str]]:
+    """The decoded images of a split, and the files that could not be decoded."""
+    images, labels, problems = [], [], []
+    for path, label in files:
+        try:
+            images.append(_decode(path, image_size))
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+            problems.append(f"{path.relative_to(root)} ({type(err).__name__}: {err})".replace("\n", " "))
+            continue
+        labels.append(label)
+    return {"images": images, "labels": np.asarray(labels, np.int64)}, problems
 
 
 def load_folder(root: str | os.PathLike, classes: list[str] | None, image_size: int | None):
-    """An image-folder tree: root/train/<class>/* and root/test/<class>/*."""
+    """An image-folder tree: root/train/<class>/* and root/test/<class>/*.
+
+    Every file is checked before anything is written: all unreadable or non-image files and empty
+    class folders are named in one error (up to MAX_LISTED of them).
+    """
     root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"dataset.root={root} has no train/ folder ({root} does not exist): point dataset.root "
+                        f"at a folder with train/<class>/<image> and test/<class>/<image>")
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise UserError(f"dataset.root={root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
-    order = _folder_classes(root / "train", classes)
-    _folder_classes(root / "test", order)
-    train = _read_folder_split(root / "train", order, image_size)
-    test = _read_folder_split(root / "test", order, image_size)
-    return train, test, order
+    order = _folder_classes(root, classes)
+    splits, problems = [], []
+    for split in ("train", "test"):
+        files, found = _image_files(root / split, order, root)
+        arrays, unreadable = _decode_split(files, root, image_size)
+        splits.append(arrays)
+        problems += found + unreadable
+    if problems:
+        raise UserError(f"dataset.root={root}: {len(problems)} problem(s) with the image files: {_listing(problems)}; "
+                        f"delete or replace these files (or fill the empty class folders), then rerun")
+    for split, arrays in zip(("train", "test"), splits):
+        shapes = sorted({im.shape for im in arrays["images"]})
+        if len(shapes) > 1:
+            raise UserError(f"images under {root / split} differ in size {shapes[:3]}: set dataset.image_size")
+        arrays["images"] = np.stack(arrays["images"])
+    return splits[0], splits[1], order
 
 
 def load_digits(image_size: int, test_fraction: float, split_seed: int):
@@ -167,3 +225,12 @@ def load_split(path: str | os.PathLike) -> Split:
             mean=z["mean"].astype(np.float32),
             std=z["std"].astype(np.float32),
         )
+
+
+def class_names(split_npz: str | os.PathLike) -> list[str]:
+    """Class names stored in a prepared split (train.npz / test.npz), read without the images."""
+    path = Path(split_npz)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: run `imbssl prepare-data` (the prepare_data rule) first")
+    with np.load(path, allow_pickle=False) as arrays:
+        return [str(name) for name in arrays["classes"]]

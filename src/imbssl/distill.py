@@ -18,7 +18,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,6 +131,10 @@ class Distiller(Method):
         loss, to_base, to_expert = distill_loss(predictions[0], q_base, predictions[1 + cluster, rows], q_expert)
         return loss, {"out_std": output_std(q_student), "mse_base": to_base.detach(), "mse_expert": to_expert.detach()}
 
+    def exported_state(self) -> dict[str, torch.Tensor]:
+        """The student backbone alone: the heads only serve the distillation."""
+        return {key: value for key, value in self.state_dict().items() if key.startswith("backbone.")}
+
 
 def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[Teachers, dict]:
     """The frozen teachers on `device`, and the base's model.pt metadata (arch, width, ...)."""
@@ -165,42 +168,30 @@ def distill(
 ) -> Path:
     """Train a student from `base` and `experts` (model.pt files, expert j for cluster j of the
     `clusters` assignments.csv) on `subset`; writes out_dir/model.pt (student backbone only)."""
-    from .augment import AugmentConfig, BatchAugment
+    from .augment import AugmentConfig
     from .cluster import read_assignments
-    from .data import load_split
-    from .features import resolve_device, to_device_images
+    from .device import resolve_device
     from .models import build_backbone
-    from .subsets import read_csv
-    from .train import TrainSettings, fingerprint, make_monitor, save_model, train_loop
+    from .subsets import require_subset_order
+    from .train import TrainSettings, fingerprint, load_training_data, run_training
 
     config, settings, augment = config or DistillConfig(), settings or TrainSettings(), augment or AugmentConfig()
     device = resolve_device(settings.device)
-    indices, _ = read_csv(subset)
+    data = load_training_data(train_data, test_data, subset, device)
     cluster_index, cluster_of = read_assignments(clusters)
-    if not np.array_equal(cluster_index, indices):
-        raise UserError(f"cluster assignments {clusters} are not of subset {subset}: rerun the cluster rule")
+    require_subset_order(cluster_index, data.indices, clusters, subset, "cluster")
     num_clusters = int(cluster_of.max()) + 1
     if len(experts) < num_clusters:
         raise UserError(f"{clusters} has {num_clusters} clusters but {len(experts)} experts were given: "
                         f"pass one expert model per cluster (clustering.k)")
     teachers, meta = load_teachers(base, experts, device)
-    torch.manual_seed(seed)  # the student's initial weights
-    train, test = load_split(train_data), load_split(test_data)
-    image_size = train.images.shape[1]
-    if image_size != meta["image_size"]:
-        raise UserError(f"{train_data} has {image_size}px images but the base {base} was trained on "
+    if data.image_size != meta["image_size"]:
+        raise UserError(f"{train_data} has {data.image_size}px images but the base {base} was trained on "
                         f"{meta['image_size']}px: use the train split the base was trained on")
-    student = build_backbone(meta["arch"], meta["width"], image_size)
+    torch.manual_seed(seed)  # the student's initial weights
+    student = build_backbone(meta["arch"], meta["width"], data.image_size)
     module = Distiller(student, config, teachers, torch.tensor(cluster_of)).to(device)
-    images = to_device_images(train.images[indices], device)
-    monitor = make_monitor(train, test, indices, device, images)
-    batch_aug = BatchAugment(augment, train.mean, train.std, image_size)
-    run_id = fingerprint("distill", asdict(config), asdict(settings), asdict(augment), seed, indices.tolist(),
+    run_id = fingerprint("distill", asdict(config), asdict(settings), asdict(augment), seed, data.indices.tolist(),
                          cluster_of.tolist(), base, list(experts))
-    rows = train_loop(module, images, settings, batch_aug, out_dir, seed, run_id, monitor, stop_after_epoch)
-    if len(rows) < settings.epochs:
-        return Path(out_dir) / "checkpoint.pt"
-    # Heads dropped: method_state holds the student backbone alone.
-    return save_model(Method(module.backbone, config), Path(out_dir), method="distill", arch=meta["arch"],
-                      width=meta["width"], image_size=image_size, mean=train.mean, std=train.std,
-                      epochs=settings.epochs, num_images=len(indices), seed=seed, teachers=[base, *experts])
+    return run_training(module, data, settings, augment, out_dir, seed, run_id, stop_after_epoch,
+                        method="distill", arch=meta["arch"], width=meta["width"], teachers=[base, *experts])

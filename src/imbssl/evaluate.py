@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from .atomic import write_json
 from .data import load_split
-from .features import extract, load_backbone, resolve_device, to_device_images
+from .device import resolve_device, to_device_images
+from .features import extract, load_backbone
 from .knn import knn_predict
 from .optim import cosine_lr, set_lr
 from .subsets import read_csv

@@ -9,22 +9,8 @@ from torch import nn
 
 from . import checkpoint
 from .augment import normalize
+from .device import resolve_device, to_device_images
 from .models import build_backbone
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from . import UserError
-
-        raise UserError(f"device={name} but no CUDA device is visible: set device: auto or cpu")
-    return torch.device(name)
-
-
-def to_device_images(images_nhwc, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC numpy -> uint8 NCHW tensor on `device` (kept as uint8: 4x less memory than float)."""
-    return torch.from_numpy(images_nhwc).to(device).permute(0, 3, 1, 2).contiguous()
 
 
 @torch.no_grad()

@@ -1,13 +1,22 @@
-"""Figure 3 and the cluster-quality table, from the cluster rule's output files only (no torch).
+"""Figures from result files only (CSV, JSON, the prepared split's class names): no torch, no
+model, so a plot setting redraws in seconds.
 
-Figure 3: the base features' 2-D PCA coloured by cluster, and beside it the cluster x class
-table as a heatmap (class labels are for reporting only; clustering never sees them).
+- Figure 1: images per class of every pretraining subset.
+- Figure 3: the base features' 2-D PCA coloured by k-means cluster, beside the cluster x class
+  table as a heatmap (class labels are for reporting only; clustering never sees them).
+- Figure 4: prototype usage of MSN and PMSN, sorted, log-log, against each model's prior.
+
+Every figure follows `PlotSettings` through matplotlib's context managers (no global rcParams
+change) and is written by `save_figure`. matplotlib is imported inside the plotting functions
+(Agg backend), so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,10 +24,98 @@ import numpy as np
 import pandas as pd
 
 from . import UserError
-from .atomic import atomic_path, write_text
-from .report import PlotSettings, save_figure, subset_order_key
+from .atomic import atomic_path
+from .data import class_names
+from .subsets import order_subsets, read_csv
+from .tables import METHOD_LABELS, read_summary
 
-CLUSTER_TABLE_COLUMNS = ["subset", "seed", "kind", "k", "n", "sizes", "nmi", "ari", "backend"]
+
+@dataclass
+class PlotSettings:
+    """Figure style. Output formats are chosen by the output paths' suffixes (.png, .pdf, .svg)."""
+
+    dpi: int = 200
+    width: float = 6.0  # inches
+    height: float = 3.5  # inches
+    font_size: float = 9.0
+    style: str = "default"  # a name from matplotlib.style.available
+    log_y: bool = False  # logarithmic image-count axis in Figure 1
+
+
+@contextmanager
+def plot_style(settings: PlotSettings):
+    """pyplot inside the settings' style and font size (Agg backend, nothing global changed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.style.context(settings.style), plt.rc_context({"font.size": settings.font_size}):
+        yield plt
+
+
+def save_figure(fig, outs: Sequence[str | os.PathLike], dpi: int) -> None:
+    """Write `fig` atomically to every path in `outs` (format from each suffix), then close it."""
+    import matplotlib.pyplot as plt
+
+    for out in outs:
+        with atomic_path(out) as tmp:
+            # The temporary name has no image suffix: name the format explicitly.
+            fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+
+
+def _class_ticks(ax, names: Sequence[str]) -> None:
+    """Class names on the x axis, slanted when they are words (e.g. CIFAR-10's "automobile")."""
+    long_names = max(map(len, names), default=0) > 3
+    ax.set_xticks(range(len(names)), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 1
+
+
+def class_counts(subset_csvs: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
+    """Images per class of each subset file, keyed by subset name (the file stem), paper order."""
+    labels = {Path(path).stem: read_csv(path)[1] for path in subset_csvs}
+    num_classes = max((int(y.max()) + 1 for y in labels.values() if len(y)), default=0)
+    counts = {name: np.bincount(y, minlength=num_classes) for name, y in labels.items()}
+    return {name: counts[name] for name in order_subsets(counts)}
+
+
+def figure_class_distribution(subset_csvs, train_data, outs, settings: PlotSettings | None = None) -> None:
+    """Figure 1: images per class, one line per subset, classes named as in the prepared split."""
+    settings = settings or PlotSettings()
+    counts = class_counts(subset_csvs)
+    names = class_names(train_data)
+    num_classes = len(next(iter(counts.values()))) if counts else 0
+    if num_classes > len(names):
+        raise UserError(f"the subsets have labels up to {num_classes - 1} but {train_data} names {len(names)} "
+                        f"classes: rerun the subsets rule on this split")
+    x = np.arange(len(names))
+    with plot_style(settings) as plt:
+        fig, ax = plt.subplots(figsize=(settings.width, settings.height), layout="constrained")
+        # One colour per imbalance factor: imbalanced-pX solid, its balanced twin dashed.
+        colours = {}
+        for name, per_class in counts.items():
+            kind, _, factor = name.partition("-p")
+            colour = colours.setdefault(factor or name, f"C{len(colours)}")
+            per_class = np.pad(per_class, (0, len(names) - len(per_class)))
+            ax.plot(x, per_class, marker="o", markersize=3, color=colour,
+                    linestyle="--" if kind == "balanced" else "-", label=f"{name} (N={int(per_class.sum()):,})")
+        _class_ticks(ax, names)
+        ax.set_xlabel("class")
+        ax.set_ylabel("images")
+        if settings.log_y:
+            ax.set_yscale("log")
+        ax.set_ylim(bottom=None if settings.log_y else 0)
+        ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_title("Images per class in each pretraining subset")
+        save_figure(fig, outs, settings.dpi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 3
 
 
 def _read_csv(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
@@ -32,31 +129,19 @@ def _read_csv(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-def _read_summary(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read cluster summary {path}: {err}; rerun the cluster rule") from err
-
-
 def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], settings: PlotSettings | None = None,
             summary_file=None) -> None:
     """Figure 3 to every path in `outs` (format from the suffix): PCA scatter by cluster (left) and
     the cluster x class heatmap, cells = counts, colour = share of the cluster (right).
     With `summary_file`, the title reports the subset, NMI and ARI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     settings = settings or PlotSettings()
     points = _read_csv(pca_file, ["x", "y", "cluster"])
     table = _read_csv(contingency_file, ["cluster"]).set_index("cluster")
     counts = table.to_numpy(np.int64)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(table)
-    colours = plt.get_cmap("tab10" if k <= 10 else "tab20")
-    with plt.style.context(settings.style), plt.rc_context({"font.size": settings.font_size}):
+    with plot_style(settings) as plt:
+        colours = plt.get_cmap("tab10" if k <= 10 else "tab20")
         fig, (scatter, heat) = plt.subplots(1, 2, figsize=(settings.width * 1.6, settings.height),
                                             layout="constrained", width_ratios=[1, 1.3])
         for j in range(k):
@@ -71,42 +156,67 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
         for (j, c), n in np.ndenumerate(counts):
             heat.text(c, j, f"{n}", ha="center", va="center", fontsize="x-small",
                       color="white" if share[j, c] > 0.6 else "black")
-        long_names = max(map(len, table.columns), default=0) > 3
-        heat.set_xticks(range(counts.shape[1]), table.columns, rotation=45 if long_names else 0,
-                        ha="right" if long_names else "center")
+        _class_ticks(heat, list(table.columns))
         heat.set_yticks(range(k), [str(j) for j in table.index])
         heat.set_xlabel("class (reporting only)")
         heat.set_ylabel("cluster")
         heat.set_title("images per cluster and class")
         fig.colorbar(image, ax=heat, label="share of the cluster")
         if summary_file is not None:
-            summary = _read_summary(summary_file)
+            summary = read_summary(summary_file)
             fig.suptitle(f"{summary.get('subset', '')} seed {summary.get('seed', '')}: k={summary['k']}, "
                          f"NMI {summary['nmi']:.3f}, ARI {summary['ari']:.3f}")
         save_figure(fig, outs, settings.dpi)
 
 
-def cluster_table(summary_files: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """One row per partition (summary.json), paper subset order, then seed and kind."""
-    rows = []
-    for path in summary_files:
-        summary = _read_summary(path)
-        missing = [key for key in ("k", "sizes", "nmi", "ari", "backend") if key not in summary]
-        if missing:
-            raise UserError(f"cluster summary {path} lacks {missing}; rerun the cluster rule")
-        row = {key: summary.get(key) for key in CLUSTER_TABLE_COLUMNS}
-        row["sizes"] = " / ".join(str(s) for s in summary["sizes"])
-        rows.append(row)
-    rows.sort(key=lambda row: (subset_order_key(str(row["subset"])), row["seed"] or 0, str(row["kind"])))
-    return pd.DataFrame(rows, columns=CLUSTER_TABLE_COLUMNS)
+# ---------------------------------------------------------------------------------------------
+# Figure 4
 
 
-def write_cluster_table(summary_files: Sequence[str | os.PathLike], out_csv, out_md) -> pd.DataFrame:
-    """results/tables/clusters.{csv,md}: cluster sizes and how well clusters match classes."""
-    table = cluster_table(summary_files)
-    with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    header = ("**Clusters of the base features** (NMI/ARI to the classes, reporting only; "
-              "kind `random` = the +D ablation's partition)\n\n")
-    write_text(out_md, header + table.to_markdown(index=False, floatfmt=".3f") + "\n")
-    return table
+def sorted_usage(counts: list[int]) -> np.ndarray:
+    """Counts from the most used prototype down; unused prototypes (0) cannot sit on a log axis."""
+    values = np.sort(np.asarray(counts, dtype=float))[::-1]
+    return values[values > 0]
+
+
+USAGE_KEYS = ("method", "prior", "tau", "num_prototypes", "num_images", "counts", "expected")
+
+
+def read_usage(path: str | os.PathLike) -> dict:
+    """A prototype-usage JSON (prototypes.write_usage), with every key the figure draws."""
+    try:
+        usage = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read prototype-usage file {path} ({type(err).__name__}): rerun the "
+                        f"prototype_usage rule") from err
+    missing = [key for key in USAGE_KEYS if key not in usage]
+    if missing:
+        raise UserError(f"prototype-usage file {path} lacks {missing}: rerun the prototype_usage rule")
+    return usage
+
+
+def figure_prototype_usage(usage_paths: Sequence[str | os.PathLike], outs: Sequence[str | os.PathLike],
+                           title: str = "", settings: PlotSettings | None = None) -> None:
+    """Figure 4, one log-log panel: each model's sorted usage (solid) and the images per prototype
+    its prior expects (dashed), from the usage files alone."""
+    settings = settings or PlotSettings()
+    with plot_style(settings) as plt:
+        fig, ax = plt.subplots(figsize=(settings.width, settings.height))
+        for i, path in enumerate(usage_paths):
+            usage = read_usage(path)
+            color = f"C{i}"
+            label = METHOD_LABELS.get(usage.get("method"), usage.get("method", Path(path).stem))
+            used = sorted_usage(usage["counts"])
+            ax.loglog(np.arange(1, len(used) + 1), used, color=color, lw=1.8,
+                      label=f"{label} ({len(used)}/{usage['num_prototypes']} used)")
+            expected = np.asarray(usage["expected"], dtype=float)
+            prior_name = "uniform" if usage["prior"] == "uniform" else f"power law, tau={usage['tau']:g}"
+            ax.loglog(np.arange(1, len(expected) + 1), expected, color=color, ls="--", lw=1.0,
+                      label=f"{label} prior ({prior_name})")
+        ax.set_xlabel("prototype rank (most used first)")
+        ax.set_ylabel("images won")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        save_figure(fig, outs, settings.dpi)

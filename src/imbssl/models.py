@@ -55,7 +55,7 @@ def build_backbone(arch: str = "resnet18", width: int = 64, image_size: int = 32
     raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHS)} or vit_tiny")
 
 
-def mlp(dims: list[int], last_bn: bool = False, last_bn_affine: bool = True) -> nn.Sequential:
+def mlp(dims: list[int], last_bn: bool = False) -> nn.Sequential:
     """Linear-BN-ReLU blocks between the given widths; the last layer is linear (optionally BN'd)."""
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
@@ -64,5 +64,5 @@ def mlp(dims: list[int], last_bn: bool = False, last_bn_affine: bool = True) -> 
         if not last:
             layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
         elif last_bn:
-            layers.append(nn.BatchNorm1d(d_out, affine=last_bn_affine))
+            layers.append(nn.BatchNorm1d(d_out))
     return nn.Sequential(*layers)

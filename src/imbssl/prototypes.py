@@ -3,7 +3,8 @@
 An image "wins" the prototype its target (EMA) encoder output is most similar to (cosine), i.e.
 the argmax of its soft assignment; the temperature does not change the argmax. The target
 encoder is used because it is the one MSN evaluates. Counts are written to JSON with the prior
-they should be compared with; `plot_prototypes.py` draws them without torch.
+they should be compared with, as the images per prototype it expects (N * p_k, most used first),
+so that `figures.py` draws both without torch or a copy of the prior's formula.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from . import UserError, checkpoint
 from .atomic import write_json
 from .augment import normalize
 from .data import load_split
-from .features import resolve_device, to_device_images
+from .device import resolve_device, to_device_images
 from .methods import build_method
 from .methods.msn import MSN, MSNConfig
 from .models import build_backbone
@@ -72,6 +73,8 @@ def write_usage(model: str, train_data: str, subset: str, out: str, config: MSNC
         "num_prototypes": int(counts.shape[0]),
         "num_images": int(counts.sum()),
         "counts": counts.tolist(),
+        # The prior's p_k are sorted from the most likely prototype: compare with sorted usage.
+        "expected": (method.prior.cpu().double() * int(counts.sum())).tolist(),
     }
     write_json(out, result)
     return result

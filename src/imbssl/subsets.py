@@ -74,11 +74,35 @@ def build_subsets(labels: np.ndarray, num_classes: int, imbalance_factors: list[
     return subsets
 
 
+def subset_order_key(subset: str) -> tuple:
+    """Paper order: imbalanced-p10, balanced-p10, imbalanced-p100, balanced-p100, ..., full last."""
+    if subset == "full":
+        return (2, 0.0, 0)
+    kind, _, factor = subset.partition("-p")
+    try:
+        p = float(factor)
+    except ValueError:
+        return (3, 0.0, subset)  # unknown names after the known ones, alphabetically
+    return (1, p, 0 if kind == "imbalanced" else 1)
+
+
+def order_subsets(subsets) -> list[str]:
+    return sorted(set(subsets), key=subset_order_key)
+
+
 def eval_subset_name(subset: str) -> str:
     """The balanced set of the same size on which a model trained on `subset` is linearly evaluated."""
     if subset.startswith("imbalanced-"):
         return "balanced-" + subset.removeprefix("imbalanced-")
     return subset
+
+
+def require_subset_order(index: np.ndarray, subset_indices: np.ndarray, file: str | os.PathLike,
+                         subset: str | os.PathLike, rule: str) -> None:
+    """`file` (features, cluster assignments, ...) must list exactly the images of `subset`, in its
+    order, since rows are matched by position; else a one-line error names the rule to rerun."""
+    if not np.array_equal(np.asarray(index), np.asarray(subset_indices)):
+        raise UserError(f"{file} does not list the images of subset {subset} in its order: rerun the {rule} rule")
 
 
 def write_csv(path: str | os.PathLike, indices: np.ndarray, labels: np.ndarray) -> None:

@@ -9,6 +9,7 @@ steps and once per epoch.
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -27,11 +29,12 @@ from tqdm import tqdm
 from . import UserError, checkpoint
 from .atomic import write_text
 from .augment import AugmentConfig, BatchAugment
-from .data import load_split
-from .features import extract, resolve_device, to_device_images
+from .data import Split, load_split
+from .device import resolve_device, to_device_images
+from .features import extract
 from .knn import knn_accuracy
 from .methods import build_method
-from .methods.registry import MethodConfig
+from .methods.registry import Method, MethodConfig
 from .models import ModelConfig, build_backbone
 from .optim import cosine_lr, set_lr
 from .subsets import read_csv
@@ -54,6 +57,27 @@ class TrainSettings:
 
 
 @dataclass
+class TrainingData:
+    """A job's training images on the device, with the splits that monitoring and saving need."""
+
+    train: Split
+    test: Split
+    indices: np.ndarray  # positions in the train split of the images trained on
+    images: torch.Tensor  # uint8 NCHW, train.images[indices] on the training device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[1])
+
+
+def load_training_data(train_data: str | os.PathLike, test_data: str | os.PathLike, subset: str | os.PathLike,
+                       device: torch.device) -> TrainingData:
+    train, test = load_split(train_data), load_split(test_data)
+    indices, _ = read_csv(subset)
+    return TrainingData(train, test, indices, to_device_images(train.images[indices], device))
+
+
+@dataclass
 class Monitor:
     """Labelled images used only to report kNN accuracy while training (never to train)."""
 
@@ -66,13 +90,13 @@ class Monitor:
     std: list[float]
 
 
-def make_monitor(train, test, indices, device: torch.device, images: torch.Tensor | None = None) -> Monitor:
-    """kNN monitoring of a model trained on train[indices] (`images`: those already on the device)."""
-    if images is None:
-        images = to_device_images(train.images[indices], device)
-    return Monitor(images, torch.from_numpy(train.labels[indices]).to(device), to_device_images(test.images, device),
-                   torch.from_numpy(test.labels).to(device), train.num_classes, train.mean.tolist(),
-                   train.std.tolist())
+def make_monitor(data: TrainingData) -> Monitor:
+    """kNN monitoring of a model trained on `data`: its images are the bank, the test split the queries."""
+    device = data.images.device
+    train, test = data.train, data.test
+    return Monitor(data.images, torch.from_numpy(train.labels[data.indices]).to(device),
+                   to_device_images(test.images, device), torch.from_numpy(test.labels).to(device),
+                   train.num_classes, train.mean.tolist(), train.std.tolist())
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -107,8 +131,72 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
+# ---------------------------------------------------------------------------------------------
+# Progress: a live bar on a terminal, one plain line per epoch in a log file
+
+
+class BarProgress:
+    """tqdm's bar, for a person watching a terminal (updated every `log_every` steps)."""
+
+    def __init__(self, name: str, epochs: int, steps_per_epoch: int, start_epoch: int):
+        self.steps_per_epoch = steps_per_epoch
+        self.bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, file=sys.stderr,
+                        desc=name, unit="step", mininterval=5, dynamic_ncols=False, ascii=True)
+        self.shown = 0
+
+    def steps(self, done_in_epoch: int, running_loss: float) -> None:
+        self.bar.set_postfix(loss=f"{running_loss:.4f}", refresh=False)
+        self.bar.update(done_in_epoch - self.shown)
+        self.shown = done_in_epoch
+
+    def epoch(self, row: dict) -> None:
+        self.bar.update(self.steps_per_epoch - self.shown)
+        self.shown = 0
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+class LineProgress:
+    """One plain line per epoch, for job logs (Snakemake's log files, SLURM's output files), where
+    a bar's carriage returns would make a whole run one unreadable line."""
+
+    def __init__(self, name: str, epochs: int, steps_per_epoch: int, start_epoch: int):
+        self.name, self.epochs, self.start_epoch = name, epochs, start_epoch
+        self.started = time.perf_counter()
+
+    def steps(self, done_in_epoch: int, running_loss: float) -> None:
+        pass
+
+    def epoch(self, row: dict) -> None:
+        elapsed = time.perf_counter() - self.started
+        done = row["epoch"] - self.start_epoch  # epochs run by this process (a resume starts later)
+        eta = elapsed / done * (self.epochs - row["epoch"])
+        knn = f" knn_top1 {row['knn_top1']:.2f}" if "knn_top1" in row else ""
+        print(f"[imbssl] {self.name} epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} lr {row['lr']:.4g}"
+              f"{knn} images/s {row['images_per_s']:.0f} elapsed {_clock(elapsed)} eta {_clock(eta)}",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(name: str, epochs: int, steps_per_epoch: int, start_epoch: int):
+    kind = BarProgress if sys.stderr.isatty() else LineProgress
+    return kind(name, epochs, steps_per_epoch, start_epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
 def train_loop(
-    module: nn.Module,
+    module: Method,
     images: torch.Tensor,
     settings: TrainSettings,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
@@ -118,7 +206,7 @@ def train_loop(
     monitor: Monitor | None = None,
     stop_after_epoch: int | None = None,
 ) -> list[dict]:
-    """Train `module` (a Method-like module) on uint8 NCHW `images` already on the device.
+    """Train `module` (a Method) on uint8 NCHW `images` already on the device.
 
     Resumes from out_dir/checkpoint.pt when it holds the same `run_id`; writes
     out_dir/metrics.csv every epoch. Returns the per-epoch metrics rows.
@@ -155,8 +243,8 @@ def train_loop(
     elif saved is not None:
         print(f"[imbssl] ignoring {ckpt_path}: it was written with other settings", file=sys.stderr)
 
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, file=sys.stderr,
-               desc=out_dir.name, unit="step", mininterval=5, dynamic_ncols=False, ascii=True)
+    # e.g. imbalanced-p100/simsiam/seed0, or kmeans/seed0/cluster3 for an expert
+    progress = make_progress("/".join(out_dir.parts[-3:]), settings.epochs, steps_per_epoch, start_epoch)
     for epoch in range(start_epoch, settings.epochs):
         module.train()
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
@@ -178,9 +266,7 @@ def train_loop(
             if (step + 1) % settings.log_every == 0:
                 running = sums["loss"].item() / (step + 1)  # the only per-N-steps host sync
                 _check_finite(running, epoch, out_dir)
-                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-                bar.update(settings.log_every)
-        bar.update(steps_per_epoch - (steps_per_epoch // settings.log_every) * settings.log_every)
+                progress.steps(step + 1, running)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "lr": lr}
         row.update({key: (value / steps_per_epoch).item() for key, value in sums.items()})
@@ -189,21 +275,21 @@ def train_loop(
         row["seconds"] = seconds
         last = epoch + 1 == settings.epochs
         if monitor is not None and (last or (settings.knn_every and (epoch + 1) % settings.knn_every == 0)):
-            row["knn_top1"] = monitor_knn(module.backbone, monitor, settings)
+            row["knn_top1"] = monitor_knn(module.eval_backbone, monitor, settings)
         rows.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=True)
+        progress.epoch(row)
         _write_metrics(out_dir / "metrics.csv", rows)
         if not last and settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0:
             checkpoint.save({"run_id": run_id, "epoch": epoch + 1, "module": module.state_dict(),
                              "optimizer": optimizer.state_dict(), "metrics": rows}, ckpt_path)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
             break
-    bar.close()
+    progress.close()
     return rows
 
 
 def train_step(
-    module: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, index: torch.Tensor,
+    module: Method, optimizer: torch.optim.Optimizer, images: torch.Tensor, index: torch.Tensor,
     augment: Callable, generator: torch.Generator, host_generator: torch.Generator, amp: bool,
     channels_last: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -236,6 +322,35 @@ def monitor_knn(backbone: nn.Module, monitor: Monitor, settings: TrainSettings) 
                                 settings.knn_k, settings.knn_t)
 
 
+# ---------------------------------------------------------------------------------------------
+# Whole jobs
+
+
+def run_training(
+    module: Method,
+    data: TrainingData,
+    settings: TrainSettings,
+    augment: AugmentConfig,
+    out_dir: str | os.PathLike,
+    seed: int,
+    run_id: str,
+    stop_after_epoch: int | None = None,
+    **meta,
+) -> Path:
+    """The skeleton of every training job (pretraining, base, experts, distillation): monitor,
+    augmentations, the loop with resume, then model.pt with `meta` and the data's statistics.
+
+    Returns model.pt, or checkpoint.pt when the run stopped early (`stop_after_epoch`, for tests).
+    """
+    batch_aug = BatchAugment(augment, data.train.mean, data.train.std, data.image_size)
+    rows = train_loop(module, data.images, settings, batch_aug, out_dir, seed, run_id, make_monitor(data),
+                      stop_after_epoch)
+    if len(rows) < settings.epochs:
+        return Path(out_dir) / "checkpoint.pt"
+    return save_model(module, Path(out_dir), image_size=data.image_size, mean=data.train.mean,
+                      std=data.train.std, epochs=settings.epochs, num_images=len(data.indices), seed=seed, **meta)
+
+
 def pretrain(
     method: str,
     method_config: MethodConfig,
@@ -254,28 +369,19 @@ def pretrain(
     """Self-supervised pretraining of `method` on the images of `subset`; writes out_dir/model.pt."""
     settings, model, augment = settings or TrainSettings(), model or ModelConfig(), augment or AugmentConfig()
     device = resolve_device(settings.device)
+    data = load_training_data(train_data, test_data, subset, device)
     torch.manual_seed(seed)  # initial weights
-    train, test = load_split(train_data), load_split(test_data)
-    indices, _ = read_csv(subset)
-    image_size = train.images.shape[1]
-    backbone = build_backbone(model.arch, model.width, image_size)
+    backbone = build_backbone(model.arch, model.width, data.image_size)
     module = build_method(method, backbone, **asdict(method_config)).to(device)
     if init is not None:
         _initialise(module, init, init_heads, device)
-    images = to_device_images(train.images[indices], device)
-    monitor = make_monitor(train, test, indices, device, images)
-    batch_aug = BatchAugment(augment, train.mean, train.std, image_size)
     run_id = fingerprint(method, asdict(method_config), asdict(settings), asdict(model), asdict(augment),
-                         seed, indices.tolist(), init, init_heads)
-    rows = train_loop(module, images, settings, batch_aug, out_dir, seed, run_id, monitor, stop_after_epoch)
-    if len(rows) < settings.epochs:
-        return Path(out_dir) / "checkpoint.pt"
-    return save_model(module, Path(out_dir), method=method, arch=model.arch, width=model.width,
-                      image_size=image_size, mean=train.mean, std=train.std, epochs=settings.epochs,
-                      num_images=len(indices), seed=seed)
+                         seed, data.indices.tolist(), init, init_heads)
+    return run_training(module, data, settings, augment, out_dir, seed, run_id, stop_after_epoch,
+                        method=method, arch=model.arch, width=model.width)
 
 
-def _initialise(module: nn.Module, init: str, init_heads: bool, device: torch.device) -> None:
+def _initialise(module: Method, init: str, init_heads: bool, device: torch.device) -> None:
     state = checkpoint.load(init, map_location=device)
     if init_heads and state.get("method") == module.name:
         module.load_state_dict(state["method_state"])
@@ -283,13 +389,11 @@ def _initialise(module: nn.Module, init: str, init_heads: bool, device: torch.de
         module.backbone.load_state_dict(state["backbone"])
 
 
-def save_model(module: nn.Module, out_dir: Path, **meta) -> Path:
+def save_model(module: Method, out_dir: Path, **meta) -> Path:
     """Write the final model.pt atomically and drop the resume checkpoint it supersedes."""
-    # Methods with an EMA teacher (MSN) are evaluated through it, as their papers do.
-    backbone = module.eval_backbone if hasattr(module, "eval_backbone") else module.backbone
     state = {
-        "backbone": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
-        "method_state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "backbone": {k: v.detach().cpu() for k, v in module.eval_backbone.state_dict().items()},
+        "method_state": {k: v.detach().cpu() for k, v in module.exported_state().items()},
         "output_dim": module.backbone.output_dim,
         **{k: ([float(x) for x in v] if hasattr(v, "tolist") else v) for k, v in meta.items()},
     }

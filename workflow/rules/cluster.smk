@@ -3,7 +3,7 @@
 # -> one SimSiam expert per part. The K experts are independent jobs.
 
 
-rule base:
+use rule pretrain as base with:
     input:
         train=rules.prepare_data.output.train,
         test=rules.prepare_data.output.test,
@@ -15,21 +15,16 @@ rule base:
         "results/logs/base/{subset}/seed{seed}.log",
     benchmark:
         "results/benchmarks/base/{subset}/seed{seed}.tsv"
-    conda:
-        "../../envs/pytorch.yaml"
-    threads: 1
+    wildcard_constraints:
+        subset="|".join(map(re.escape, SUBSETS)),
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["base_epochs"]),
     params:
+        method="simsiam",
         settings=pretrain_flags("simsiam", epochs=config["clustering"]["base_epochs"]),
-        out_dir=subpath(output.model, parent=True),
         code=pretrain_code("simsiam"),
-    shell:
-        "python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam --seed {wildcards.seed}"
-        " --train-data {input.train} --test-data {input.test} --subset {input.subset}"
-        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
 
 
 rule features:
@@ -54,8 +49,10 @@ rule features:
         device=cli_flags({"device": config["pretrain"]["device"]}),
         code=FEATURES_CODE,
     shell:
-        "python -m imbssl.gpu_lease -- imbssl features --model {input.model} --train-data {input.train}"
-        " --subset {input.subset} --out {output} {params.device} > {log} 2>&1"
+        on_gpu(
+            "imbssl features --model {input.model} --train-data {input.train}"
+            " --subset {input.subset} --out {output} {params.device} > {log} 2>&1"
+        )
 
 
 rule cluster:
@@ -64,7 +61,8 @@ rule cluster:
         train=rules.prepare_data.output.train,
         subset="results/subsets/{subset}.csv",
     output:
-        partition_files("kmeans") + [f"{CLUSTER_DIR}/kmeans/pca.csv"],
+        **partition_files("kmeans"),
+        pca=f"{CLUSTER_DIR}/kmeans/pca.csv",
     log:
         "results/logs/cluster/{subset}/seed{seed}.log",
     benchmark:
@@ -83,12 +81,14 @@ rule cluster:
                 for key in ("k", "backend", "n_init", "max_iter")
             }
         ),
-        out_dir=subpath(output[0], parent=True),
+        out_dir=subpath(output.summary, parent=True),
         code=CLUSTER_CODE,
     shell:
-        "python -m imbssl.gpu_lease -- imbssl cluster --features {input.features} --subset {input.subset}"
-        " --train-data {input.train} --subset-name {wildcards.subset} --seed {wildcards.seed}"
-        " --out-dir {params.out_dir} {params.kmeans} > {log} 2>&1"
+        on_gpu(
+            "imbssl cluster --features {input.features} --subset {input.subset}"
+            " --train-data {input.train} --subset-name {wildcards.subset} --seed {wildcards.seed}"
+            " --out-dir {params.out_dir} {params.kmeans} > {log} 2>&1"
+        )
 
 
 # The +D ablation's partition: seconds of numpy, run on the submitting host.
@@ -98,12 +98,12 @@ localrules:
 
 rule partition_random:
     input:
-        clusters=f"{CLUSTER_DIR}/kmeans/assignments.csv",
-        summary=f"{CLUSTER_DIR}/kmeans/summary.json",
+        clusters=rules.cluster.output.assignments,
+        summary=rules.cluster.output.summary,
         train=rules.prepare_data.output.train,
         subset="results/subsets/{subset}.csv",
     output:
-        partition_files("random"),
+        **partition_files("random"),
     log:
         "results/logs/partition_random/{subset}/seed{seed}.log",
     benchmark:
@@ -112,7 +112,7 @@ rule partition_random:
         "../../envs/pytorch.yaml"
     params:
         clusters_dir=subpath(input.clusters, parent=True),
-        out_dir=subpath(output[0], parent=True),
+        out_dir=subpath(output.summary, parent=True),
         code=CLUSTER_CODE,
     shell:
         "imbssl partition-random --clusters-dir {params.clusters_dir} --subset {input.subset}"
@@ -120,7 +120,7 @@ rule partition_random:
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 
-rule expert:
+use rule pretrain as expert with:
     input:
         unpack(expert_inputs),
     output:
@@ -130,21 +130,16 @@ rule expert:
         "results/logs/expert/{subset}/{kind}/seed{seed}/cluster{cluster}.log",
     benchmark:
         "results/benchmarks/expert/{subset}/{kind}/seed{seed}/cluster{cluster}.tsv"
-    conda:
-        "../../envs/pytorch.yaml"
-    threads: 1
+    wildcard_constraints:
+        subset="|".join(map(re.escape, SUBSETS)),
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["expert_epochs"]),
     params:
+        method="simsiam",
         settings=pretrain_flags("simsiam", epochs=config["clustering"]["expert_epochs"]),
         init=lambda wildcards, input: (
             f"--init {input.init}" if "init" in input.keys() else ""
         ),
-        out_dir=subpath(output.model, parent=True),
         code=pretrain_code("simsiam"),
-    shell:
-        "python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam --seed {wildcards.seed}"
-        " --train-data {input.train} --test-data {input.test} --subset {input.subset} {params.init}"
-        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"

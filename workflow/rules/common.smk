@@ -2,20 +2,17 @@
 
 The one hop from a setting to its use: config key (`pretrain.batch_size`) -> the params of the
 rule that uses it -> CLI flag of the same name (`--batch-size`) -> dataclass field. A rule's params
-carry only its own config slices, so Snakemake's params trigger reruns exactly the jobs whose
-settings changed (and, through their outputs, what depends on them).
+carry only its own config slices, rendered canonically (imbssl.settings.cli_flags over the config
+that the Snakefile put in the schema's order), plus a hash of the package modules the rule runs,
+so Snakemake's params trigger reruns exactly the jobs whose settings or code changed (and,
+through their outputs, what depends on them).
 """
 
-import ast
-import functools
-import hashlib
-import importlib.util
 import re
-import shlex
-from pathlib import Path
 
-from imbssl.report import method_label
+from imbssl.settings import cli_flags, code_hash
 from imbssl.subsets import eval_subset_name, subset_names
+from imbssl.tables import method_label
 
 SUBSETS = subset_names(config["subsets"]["imbalance_factors"])
 METHODS = config["methods"]  # pretrained by the pretrain rule
@@ -39,26 +36,6 @@ wildcard_constraints:
     kind="|".join(KINDS),
     cluster=r"\d+",
     seed=r"\d+",
-
-
-def cli_flags(settings):
-    """{"batch_size": 64, "amp": True} -> "--batch-size 64 --amp true", shell-quoted.
-
-    Keys are dataclass fields, so the flags are exactly those of `imbssl.settings.add_flags`.
-    None means "the command's default" and is left out; lists become space-separated values.
-    """
-    words = []
-    for key, value in settings.items():
-        if value is None:
-            continue
-        words.append(f"--{key.replace('_', '-')}")
-        if isinstance(value, bool):
-            words.append(str(value).lower())
-        elif isinstance(value, (list, tuple)):
-            words.extend(str(item) for item in value)
-        else:
-            words.append(str(value))
-    return " ".join(shlex.quote(word) for word in words)
 
 
 def method_settings(method):
@@ -90,73 +67,54 @@ def pretrain_flags(method, epochs=None):
     )
 
 
-def _code_without_docs(path):
-    """The module's code with comments, docstrings and formatting dropped."""
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
-
-
-# The installed package the rules' commands run (found without importing it).
-PACKAGE_DIR = Path(importlib.util.find_spec("imbssl").origin).parent
-
-
-@functools.cache
-def code_hash(*patterns):
-    """Hash of the installed package modules a rule runs, as a param.
-
-    Snakemake does not track imported modules; with this param, an edit to the code of
-    evaluate.py (say) reruns the evaluation jobs but a comment or docstring edit does not.
-    """
-    digest = hashlib.sha256()
-    for pattern in patterns:
-        for path in sorted(PACKAGE_DIR.glob(pattern)):
-            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-            digest.update(_code_without_docs(path).encode())
-    return digest.hexdigest()[:16]
+# The module that defines each method (PMSN is MSN with another prior).
+METHOD_MODULE = {"simsiam": "simsiam", "simclr": "simclr", "msn": "msn", "pmsn": "msn"}
 
 
 def pretrain_code(method):
-    """The training loop and what it builds on, plus this method's module (not the other methods')."""
-    own = f"methods/{method}.py"
+    """The training job and what it builds on, plus this method's module (not the other methods')."""
     return code_hash(
         "train.py",
         "augment.py",
         "models.py",
         "vit.py",
         "optim.py",
+        "device.py",
         "features.py",
         "knn.py",
         "methods/__init__.py",
         "methods/registry.py",
-        own if (PACKAGE_DIR / own).exists() else "methods/*.py",
+        f"methods/{METHOD_MODULE[method]}.py",
     )
 
 
-EVALUATE_CODE = code_hash("evaluate.py", "features.py", "knn.py")
-REPORT_CODE = code_hash("report.py")
-FEATURES_CODE = code_hash("features.py", "models.py", "vit.py")
+EVALUATE_CODE = code_hash("evaluate.py", "features.py", "device.py", "knn.py")
+TABLES_CODE = code_hash("tables.py")
+FIGURES_CODE = code_hash("figures.py")
+FEATURES_CODE = code_hash("features.py", "device.py", "models.py", "vit.py")
 CLUSTER_CODE = code_hash("cluster.py")
 DISTILL_CODE = code_hash(
-    "distill.py", "train.py", "augment.py", "models.py", "vit.py", "optim.py"
+    "distill.py",
+    "train.py",
+    "augment.py",
+    "models.py",
+    "vit.py",
+    "optim.py",
+    "device.py",
+    "features.py",
+    "knn.py",
+    "methods/registry.py",
 )
-FIGURES_CODE = code_hash("figures.py", "report.py")
-PROTOTYPES_CODE = code_hash("prototypes.py", "methods/msn.py", "features.py", "vit.py")
-PLOT_PROTOTYPES_CODE = code_hash("plot_prototypes.py", "report.py")
+PROTOTYPES_CODE = code_hash(
+    "prototypes.py", "methods/msn.py", "features.py", "device.py", "vit.py"
+)
 
 
-# Every GPU rule's command starts with `python -m imbssl.gpu_lease --`: on a workstation it leases
-# a free GPU per job (Snakemake hands out no device ids, snakemake#281); under SLURM or without a
-# GPU it only runs the command.
+def on_gpu(command):
+    """A GPU rule's shell command, run through the GPU lease: on a workstation it takes a free GPU
+    per job (Snakemake hands out no device ids, snakemake#281); under SLURM or without a GPU it
+    only runs the command."""
+    return f"python -m imbssl.gpu_lease -- {command}"
 
 
 def runtime_for(epochs):
@@ -200,10 +158,27 @@ CLUSTER_DIR = "results/clusters/{subset}/seed{seed}"
 
 
 def partition_files(kind):
-    """What the cluster / partition_random rules write into CLUSTER_DIR/{kind}/."""
-    files = ["assignments.csv", "summary.json", "contingency.csv"]
-    files += [f"cluster{j}.csv" for j in range(K)]
-    return [f"{CLUSTER_DIR}/{kind}/{name}" for name in files]
+    """What the cluster / partition_random rules write into CLUSTER_DIR/{kind}/, by name."""
+    folder = f"{CLUSTER_DIR}/{kind}"
+    return {
+        "assignments": f"{folder}/assignments.csv",
+        "summary": f"{folder}/summary.json",
+        "contingency": f"{folder}/contingency.csv",
+        "clusters": [f"{folder}/cluster{j}.csv" for j in range(K)],
+    }
+
+
+def table_outputs(name, category, subcategory):
+    """A results table as CSV and Markdown, both in the report under the table's caption."""
+    return {
+        ext: report(
+            f"results/tables/{name}.{ext}",
+            caption=f"../report/{name}.rst",
+            category=category,
+            subcategory=subcategory,
+        )
+        for ext in ("csv", "md")
+    }
 
 
 def expert_inputs(wildcards):

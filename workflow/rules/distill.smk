@@ -35,7 +35,9 @@ rule distill:
         out_dir=subpath(output.model, parent=True),
         code=DISTILL_CODE,
     shell:
-        "python -m imbssl.gpu_lease -- imbssl distill --base {input.base} --experts {input.experts}"
-        " --clusters {input.clusters} --train-data {input.train} --test-data {input.test}"
-        " --subset {input.subset} --seed {wildcards.seed}"
-        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
+        on_gpu(
+            "imbssl distill --base {input.base} --experts {input.experts}"
+            " --clusters {input.clusters} --train-data {input.train} --test-data {input.test}"
+            " --subset {input.subset} --seed {wildcards.seed}"
+            " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
+        )

@@ -25,10 +25,12 @@ rule evaluate:
         method_name=lambda wildcards: method_label(wildcards.method),
         code=EVALUATE_CODE,
     shell:
-        "python -m imbssl.gpu_lease -- imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
-        " --eval-subset {input.eval_subset} --pretrain-subset {input.pretrain_subset}"
-        " --subset-name {wildcards.subset} --method-name {params.method_name:q} --seed {wildcards.seed}"
-        " --out {output} {params.evaluation} > {log} 2>&1"
+        on_gpu(
+            "imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
+            " --eval-subset {input.eval_subset} --pretrain-subset {input.pretrain_subset}"
+            " --subset-name {wildcards.subset} --method-name {params.method_name:q} --seed {wildcards.seed}"
+            " --out {output} {params.evaluation} > {log} 2>&1"
+        )
 
 
 rule prototype_usage:
@@ -57,6 +59,8 @@ rule prototype_usage:
         device=cli_flags({"device": config["pretrain"]["device"]}),
         code=PROTOTYPES_CODE,
     shell:
-        "python -m imbssl.gpu_lease -- imbssl prototype-usage --method {wildcards.method} --model {input.model}"
-        " --train-data {input.train} --subset {input.subset} --out {output}"
-        " {params.device} {params.settings} > {log} 2>&1"
+        on_gpu(
+            "imbssl prototype-usage --method {wildcards.method} --model {input.model}"
+            " --train-data {input.train} --subset {input.subset} --out {output}"
+            " {params.device} {params.settings} > {log} 2>&1"
+        )

@@ -1,3 +1,7 @@
+# Pretraining of one method on one subset with one seed. Experiment II's base and expert models
+# are SimSiam pretraining jobs too (cluster.smk derives them from this rule).
+
+
 rule pretrain:
     input:
         train=rules.prepare_data.output.train,
@@ -23,10 +27,14 @@ rule pretrain:
         mem_mb=16000,
         runtime=pretrain_runtime,
     params:
+        method=lambda wildcards: wildcards.method,
         settings=lambda wildcards: pretrain_flags(wildcards.method),
+        init="",
         out_dir=subpath(output.model, parent=True),
         code=lambda wildcards: pretrain_code(wildcards.method),
     shell:
-        "python -m imbssl.gpu_lease -- imbssl pretrain --method {wildcards.method} --seed {wildcards.seed}"
-        " --train-data {input.train} --test-data {input.test} --subset {input.subset}"
-        " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
+        on_gpu(
+            "imbssl pretrain --method {params.method} --seed {wildcards.seed}"
+            " --train-data {input.train} --test-data {input.test} --subset {input.subset} {params.init}"
+            " --out-dir {params.out_dir} {params.settings} > {log} 2>&1"
+        )

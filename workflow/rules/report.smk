@@ -13,18 +13,7 @@ rule table2:
     input:
         result_jsons(),
     output:
-        csv=report(
-            "results/tables/table2.csv",
-            caption="../report/table2.rst",
-            category="Experiment I",
-            subcategory="Table 2",
-        ),
-        md=report(
-            "results/tables/table2.md",
-            caption="../report/table2.rst",
-            category="Experiment I",
-            subcategory="Table 2",
-        ),
+        **table_outputs("table2", "Experiment I", "Table 2"),
     log:
         "results/logs/table2.log",
     benchmark:
@@ -36,15 +25,74 @@ rule table2:
         title=table_title(
             "Table 2: linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
-        code=REPORT_CODE,
+        code=TABLES_CODE,
     shell:
         "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
+use rule table2 as table3 with:
+    input:
+        result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
+    output:
+        **table_outputs("table3", "Experiment II", "Table 3"),
+    log:
+        "results/logs/table3.log",
+    benchmark:
+        "results/benchmarks/table3.tsv"
+    params:
+        # The paper's columns; `n/a` where one was not run (e.g. simclr not in `methods`).
+        methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
+        title=table_title(
+            "Table 3: linear evaluation top-1 accuracy (%), mean ± std over seeds"
+        ),
+
+
+use rule table2 as table4 with:
+    input:
+        result_jsons(
+            methods=[*PRIOR_METHODS, *(["simsiam"] if "simsiam" in METHODS else [])]
+        ),
+    output:
+        **table_outputs("table4", "Power-law prior", "Table 4"),
+    log:
+        "results/logs/table4.log",
+    benchmark:
+        "results/benchmarks/table4.tsv"
+    params:
+        methods=["MSN", "PMSN", "SimSiam"],
+        title=table_title(
+            "Table 4: MSN vs PMSN (SimSiam for reference), linear evaluation top-1 accuracy (%), mean ± std over seeds"
+        ),
+
+
+rule cluster_table:
+    input:
+        expand(
+            "results/clusters/{subset}/seed{seed}/{kind}/summary.json",
+            subset=CLUSTER_SUBSETS,
+            seed=SEEDS,
+            kind=KINDS,
+        ),
+    output:
+        **table_outputs("clusters", "Experiment II", "Cluster quality"),
+    log:
+        "results/logs/cluster_table.log",
+    benchmark:
+        "results/benchmarks/cluster_table.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        code=TABLES_CODE,
+    shell:
+        "imbssl cluster-table --summaries {input}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
 rule figure1:
     input:
-        expand("results/subsets/{subset}.csv", subset=SUBSETS),
+        subsets=expand("results/subsets/{subset}.csv", subset=SUBSETS),
+        train=rules.prepare_data.output.train,
     output:
         png=report(
             "results/figures/figure1_class_distribution.png",
@@ -60,46 +108,11 @@ rule figure1:
     conda:
         "../../envs/pytorch.yaml"
     params:
-        classes=cli_flags({"classes": config["dataset"]["classes"]}),
         plots=cli_flags(config["plots"]),
-        code=REPORT_CODE,
+        code=FIGURES_CODE,
     shell:
-        "imbssl figure-subsets --subsets {input} {params.classes}"
+        "imbssl figure-subsets --subsets {input.subsets} --train-data {input.train}"
         " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
-
-
-rule table3:
-    input:
-        result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
-    output:
-        csv=report(
-            "results/tables/table3.csv",
-            caption="../report/table3.rst",
-            category="Experiment II",
-            subcategory="Table 3",
-        ),
-        md=report(
-            "results/tables/table3.md",
-            caption="../report/table3.rst",
-            category="Experiment II",
-            subcategory="Table 3",
-        ),
-    log:
-        "results/logs/table3.log",
-    benchmark:
-        "results/benchmarks/table3.tsv"
-    conda:
-        "../../envs/pytorch.yaml"
-    params:
-        # The paper's columns; `n/a` where one was not run (e.g. simclr not in `methods`).
-        methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
-        title=table_title(
-            "Table 3: linear evaluation top-1 accuracy (%), mean ± std over seeds"
-        ),
-        code=REPORT_CODE,
-    shell:
-        "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule figure3:
@@ -129,75 +142,6 @@ rule figure3:
         " --summary {input.summary} --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
 
 
-rule cluster_table:
-    input:
-        expand(
-            "results/clusters/{subset}/seed{seed}/{kind}/summary.json",
-            subset=CLUSTER_SUBSETS,
-            seed=SEEDS,
-            kind=KINDS,
-        ),
-    output:
-        csv=report(
-            "results/tables/clusters.csv",
-            caption="../report/clusters.rst",
-            category="Experiment II",
-            subcategory="Cluster quality",
-        ),
-        md=report(
-            "results/tables/clusters.md",
-            caption="../report/clusters.rst",
-            category="Experiment II",
-            subcategory="Cluster quality",
-        ),
-    log:
-        "results/logs/cluster_table.log",
-    benchmark:
-        "results/benchmarks/cluster_table.tsv"
-    conda:
-        "../../envs/pytorch.yaml"
-    params:
-        code=FIGURES_CODE,
-    shell:
-        "imbssl cluster-table --summaries {input}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
-
-
-rule table4:
-    input:
-        result_jsons(
-            methods=[*PRIOR_METHODS, *(["simsiam"] if "simsiam" in METHODS else [])]
-        ),
-    output:
-        csv=report(
-            "results/tables/table4.csv",
-            caption="../report/table4.rst",
-            category="Power-law prior",
-            subcategory="Table 4",
-        ),
-        md=report(
-            "results/tables/table4.md",
-            caption="../report/table4.rst",
-            category="Power-law prior",
-            subcategory="Table 4",
-        ),
-    log:
-        "results/logs/table4.log",
-    benchmark:
-        "results/benchmarks/table4.tsv"
-    conda:
-        "../../envs/pytorch.yaml"
-    params:
-        methods=["MSN", "PMSN", "SimSiam"],
-        title=table_title(
-            "Table 4: MSN vs PMSN (SimSiam for reference), linear evaluation top-1 accuracy (%), mean ± std over seeds"
-        ),
-        code=REPORT_CODE,
-    shell:
-        "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
-
-
 rule figure4:
     input:
         expand(
@@ -223,7 +167,7 @@ rule figure4:
     params:
         title=f"Prototype usage on {config['prior_figure']['subset']} (seed {SEEDS[0]})",
         plots=cli_flags(config["plots"]),
-        code=PLOT_PROTOTYPES_CODE,
+        code=FIGURES_CODE,
     shell:
         "imbssl figure-prototypes --usage {input} --title {params.title:q}"
         " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"

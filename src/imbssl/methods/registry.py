@@ -47,6 +47,16 @@ class Method(nn.Module):
         """
         raise NotImplementedError
 
+    @property
+    def eval_backbone(self) -> nn.Module:
+        """The backbone that is saved and evaluated: the trained one, unless a method says otherwise
+        (MSN evaluates its EMA target encoder)."""
+        return self.backbone
+
+    def exported_state(self) -> dict[str, torch.Tensor]:
+        """What model.pt keeps of the trained module (a resume checkpoint keeps all of it)."""
+        return self.state_dict()
+
     def make_optimizer(self, batch_size: int) -> torch.optim.Optimizer:
         lr = self.config.base_lr * batch_size / 256
         return build_optimizer(self, self.config.optimizer, lr, self.config.weight_decay, self.config.momentum)
