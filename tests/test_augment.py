@@ -90,6 +90,15 @@ def test_output_shape_dtype_and_finite(in_hw, size):
     assert out.shape == (6, 3, size, size)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    pixels = out * std + mean  # back to [0, 1]: every op clamps there before normalisation
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    # A constant colour stays that colour whatever the crop and flip: (value / 255 - mean) / std
+    # per channel, in channel order.
+    colour = torch.tensor([200, 100, 50], dtype=torch.uint8).view(1, 3, 1, 1).expand(6, 3, *in_hw).contiguous()
+    flat = BatchAugment(NO_COLOUR, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], size)(colour, torch.Generator().manual_seed(0))
+    expected = ((torch.tensor([200.0, 100.0, 50.0]).view(1, 3, 1, 1) / 255 - mean) / std).expand(6, 3, size, size)
+    torch.testing.assert_close(flat, expected, atol=1e-5, rtol=0)
 
 
 def test_same_generator_state_gives_same_views_other_seed_differs():
@@ -182,6 +191,22 @@ def test_crop_scale_and_ratio_distribution_matches_torchvision():
     assert ours[0].min() >= 0.17 and ours[0].max() == 1.0  # 0.2 up to rounding of the box sides
     # The same test has the power to see a wrong scale range (torchvision's default 0.08).
     wrong = area_and_log_ratio(our_boxes(n, 32, 32, seed=5, config=AugmentConfig(crop_min_scale=0.08)), 32, 32)
+    assert ks_2samp(wrong[0], theirs[0]).pvalue < KS_ALPHA
+
+
+def test_crop_max_scale_below_one_bounds_the_crop_area():
+    # scale (0.2, 0.6): areas uniform between 0.2 and 0.6 of the image (mean 0.4), as torchvision's.
+    n = 4000
+    config = AugmentConfig(crop_min_scale=0.2, crop_max_scale=0.6)
+    ours = area_and_log_ratio(our_boxes(n, 32, 32, seed=5, config=config), 32, 32)
+    theirs = area_and_log_ratio(torchvision_boxes(n, 32, 32, seed=5, scale=(0.2, 0.6)), 32, 32)
+    for a, b in zip(ours, theirs):
+        assert ks_2samp(a, b).pvalue > KS_ALPHA
+    # Rounding the sides moves an area by at most (28.6 + 21.5) / 2 + 0.25 pixels of 1024: 0.025.
+    assert ours[0].min() >= 0.2 - 0.025 and ours[0].max() <= 0.6 + 0.025
+    assert abs(ours[0].mean() - 0.4) < 4 * (0.4 / math.sqrt(12)) / math.sqrt(n) + 0.002
+    # The same test has the power to see the upper bound ignored (1.0 used).
+    wrong = area_and_log_ratio(our_boxes(n, 32, 32, seed=5, config=AugmentConfig(crop_min_scale=0.2)), 32, 32)
     assert ks_2samp(wrong[0], theirs[0]).pvalue < KS_ALPHA
 
 

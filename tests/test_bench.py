@@ -1,9 +1,13 @@
 import json
+import statistics
 
-from imbssl.bench import BenchSettings, paper_estimate, run
+import pytest
+import torch
+
+from imbssl.bench import BenchSettings, _images_per_s, _timed_windows, paper_estimate, run
 
 TINY = dict(arch="resnet10", width=4, image_size=16, batch_size=16, num_images=64, warmup_steps=1,
-            window_steps=1, windows=2, workers=0, kmeans_points=200, kmeans_dim=8, linear_epochs=1,
+            window_steps=1, windows=3, workers=0, kmeans_points=200, kmeans_dim=8, linear_epochs=1,
             linear_points=512)
 
 
@@ -17,6 +21,25 @@ def test_bench_runs_both_pipelines_and_reports_their_ratio(tmp_path, capsys):
         assert f"{method:8s} engine/reference" in printed
     assert "sklearn" in report["kmeans"] and report["linear_eval"]["train_n"] == 512
     assert json.loads((tmp_path / "bench.json").read_text())["settings"]["batch_size"] == 16
+    # Each rate is window_steps x batch_size images over the median window, for both pipelines.
+    for method in ("simsiam", "simclr"):
+        for pipeline in ("engine", "reference"):
+            entry = report["training"][method][pipeline]
+            assert len(entry["window_seconds"]) == 3
+            assert entry["images_per_s"] == pytest.approx(1 * 16 / statistics.median(entry["window_seconds"]))
+        ratio = report["training"][method]["ratio"]
+        assert f"{method:8s} {'engine/reference':18s} {ratio:10.2f}x" in printed
+    rates = {m: report["training"][m]["engine"]["images_per_s"] for m in ("simsiam", "simclr")}
+    assert report["paper_estimate"] == pytest.approx(paper_estimate(rates, report["linear_eval"]["seconds"]))
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_timed_windows_runs_the_warmup_then_each_window():
+    calls = []
+    settings = BenchSettings(warmup_steps=2, window_steps=4, windows=3)
+    seconds = _timed_windows(lambda: calls.append(1), torch.device("cpu"), settings)
+    assert len(calls) == 2 + 3 * 4 and len(seconds) == 3
+    assert _images_per_s([1.0, 4.0, 2.0], BenchSettings(window_steps=4, batch_size=8)) == 4 * 8 / 2.0
 
 
 def test_paper_estimate_by_hand():
@@ -25,4 +48,15 @@ def test_paper_estimate_by_hand():
     assert abs(est["table2_minutes"] - 2 * 300 * 115674 / 1000 / 60) < 1e-6
     assert abs(est["table3_minutes"] - 560 * 32837 / 1000 / 60) < 1e-6
     assert abs(est["linear_eval_minutes"] - 14 * 6.0 / 60) < 1e-9
+    assert est["two_view_samples"] == 2 * 300 * 115674 + 560 * 32837
+    assert abs(est["total_minutes"] - (est["table2_minutes"] + est["table3_minutes"]
+                                       + est["linear_eval_minutes"])) < 1e-9
+
+
+def test_paper_estimate_without_simsiam_has_no_table3_time():
+    # `imbssl bench --methods simclr`: Table 2's SimCLR half only; Table 3 needs SimSiam's rate.
+    est = paper_estimate({"simclr": 500.0}, linear_seconds=6.0)
+    assert abs(est["table2_minutes"] - 300 * 115674 / 500 / 60) < 1e-6
+    assert est["table3_minutes"] is None
+    assert abs(est["total_minutes"] - (est["table2_minutes"] + 14 * 6.0 / 60)) < 1e-9
     assert est["two_view_samples"] == 2 * 300 * 115674 + 560 * 32837

@@ -67,3 +67,57 @@ def test_output_std_collapse_indicator():
 def test_mlp_last_bn():
     head = mlp([4, 8, 2], last_bn=True)
     assert isinstance(head[-1], torch.nn.BatchNorm1d) and head[-2].bias is None
+
+
+class Features(torch.nn.Module):
+    """A backbone that passes its (N, D) input through: method heads and losses checked by hand."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.output_dim = dim
+
+    def forward(self, x):
+        return x
+
+
+def test_simsiam_loss_pairs_each_prediction_with_the_other_views_projection():
+    method = build_method("simsiam", Features(2), proj_dim=2, pred_hidden_dim=2)
+    method.projector = torch.nn.Identity()  # z = x
+    method.predictor = torch.nn.Linear(2, 2, bias=False)  # p = W z
+    with torch.no_grad():
+        method.predictor.weight.copy_(torch.tensor([[2.0, 1.0], [0.0, 1.0]]))
+    x1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    x2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], requires_grad=True)
+    loss, metrics = method.loss([x1, x2])
+    # Row 0: p1 = [2, 0], p2 = [3, 1]; cos(p1, z2) = 1/sqrt2, cos(p2, z1) = 3/sqrt10.
+    # Row 1: p1 = [1, 1], p2 = [1, -1]; cos(p1, z2) = 0, cos(p2, z1) = -1/sqrt2.
+    expected = 0.5 * (-(1 / math.sqrt(2) + 0) / 2 - (3 / math.sqrt(10) - 1 / math.sqrt(2)) / 2)
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+    # Pairing p1 with z1 (the same view) would give 0.5 * (-(1 + 1/sqrt2)/2 - (4/sqrt20 + 1)/2).
+    assert not math.isclose(loss.item(), 0.5 * (-(1 + 1 / math.sqrt(2)) / 2 - (4 / math.sqrt(20) + 1) / 2),
+                            rel_tol=1e-3)
+    # z1's rows are [1, 0] and [0, 1]: per-dimension std sqrt(1/2), so out_std = 1/sqrt2.
+    assert math.isclose(metrics["out_std"].item(), 1 / math.sqrt(2), rel_tol=1e-6)
+    # Stop-gradient on the targets: the input gradients are those of the loss with z detached.
+    loss.backward()
+    a1, a2 = x1.detach().clone().requires_grad_(), x2.detach().clone().requires_grad_()
+    w = method.predictor.weight.detach()
+    hand = 0.5 * (-F.cosine_similarity(a1 @ w.T, a2.detach()).mean()
+                  - F.cosine_similarity(a2 @ w.T, a1.detach()).mean())
+    hand.backward()
+    torch.testing.assert_close(x1.grad, a1.grad)
+    torch.testing.assert_close(x2.grad, a2.grad)
+
+
+def test_simclr_loss_takes_the_other_view_as_the_positive():
+    method = build_method("simclr", Features(2), proj_hidden_dim=2, proj_dim=2, temperature=0.5)
+    method.projector = torch.nn.Identity()
+    x1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    x2 = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # each image's second view points where the other's first does
+    loss, _ = method.loss([x1, x2])
+    t = 0.5
+    # Anchor x1[0] = [1, 0]: positive x2[0] (sim 0); negatives x1[1] (0) and x2[1] (1). Same for all 4.
+    per_anchor = -math.log(math.exp(0) / (math.exp(0) + math.exp(0) + math.exp(1 / t)))
+    assert math.isclose(loss.item(), per_anchor, rel_tol=1e-6)
+    # With the first view as its own positive the loss would be nt_xent(x1, x1) instead.
+    assert not math.isclose(loss.item(), nt_xent(x1, x1, t).item(), rel_tol=1e-3)

@@ -178,12 +178,95 @@ def test_target_starts_as_copy_and_survives_state_dict_round_trip():
                                method.target["backbone"].conv_proj.weight)
 
 
+def hand_msn_loss(anchor_z, target_z, prototypes, prior, cfg):
+    """MSN's loss written out: (cross-entropy, prior term), without Sinkhorn (sinkhorn_iters=0)."""
+    protos = prototypes / prototypes.norm(dim=1, keepdim=True)
+    cos = lambda z: (z / z.norm(dim=1, keepdim=True)) @ protos.T
+    probs = torch.softmax(cos(anchor_z) / cfg.anchor_temperature, dim=1)
+    targets = torch.softmax(cos(target_z) / cfg.target_temperature, dim=1)
+    ce = -(targets * probs.log()).sum(dim=1).mean()
+    mean = probs.mean(dim=0)
+    p, q = (mean, prior) if cfg.kl_direction == "mean_to_prior" else (prior, mean)
+    return ce, (p * (p / q).log()).sum()
+
+
 def test_resnet_backbone_uses_the_second_crop_as_anchor():
+    """Without patches to drop, the anchor is the other random crop: views[0] through the online
+    encoder, the target views[1] through the EMA encoder, unmasked."""
     torch.manual_seed(0)
-    method = _small("pmsn", build_backbone("resnet10", width=4, image_size=16))
+    method = _small("pmsn", build_backbone("resnet10", width=4, image_size=16), sinkhorn_iters=0)
     assert not method.masks_patches
-    loss, metrics = method.loss([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)])
+    views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+    loss, metrics = method.loss(views)
     assert torch.isfinite(loss) and metrics["out_std"] > 0
+    # Make the EMA encoder differ from the online one, so that each role gives its own numbers.
+    with torch.no_grad():
+        for p in method.target.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    loss, metrics = method.loss(views)
+    online = lambda x: method.projector(method.backbone(x))
+    target = lambda x: method.target["projector"](method.target["backbone"](x))
+    with torch.no_grad():
+        expected = {(a, t): hand_msn_loss(online(views[a]), target(views[t]), method.prototypes, method.prior,
+                                          method.config) for a, t in [(0, 1), (1, 0), (0, 0), (1, 1)]}
+    ce, prior = expected[(0, 1)]
+    torch.testing.assert_close(metrics["ce"], ce)
+    torch.testing.assert_close(metrics["prior_term"], prior)
+    torch.testing.assert_close(loss.detach(), ce + prior)
+    for roles in [(1, 0), (0, 0), (1, 1)]:  # swapped roles, or one crop as both anchor and target
+        assert abs(expected[roles][0] - ce) > 1e-3, roles
+
+
+class Features(nn.Module):
+    """A backbone that passes its (N, D) input through, so the loss can be checked by hand."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.output_dim = dim
+
+    def forward(self, x):
+        return x
+
+
+def msn_on_features(name, **overrides):
+    """MSN/PMSN with identity encoders (anchor z = views[0], target z = views[1]) and fixed prototypes."""
+    settings = dict(proj_dim=3, num_prototypes=3, sinkhorn_iters=0, tau=1.0)
+    settings.update(overrides)
+    method = build_method(name, Features(3), proj_hidden_dim=4, **settings)
+    method.projector = nn.Identity()
+    method.target = nn.ModuleDict({"backbone": Features(3), "projector": nn.Identity()})
+    with torch.no_grad():
+        method.prototypes.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    return method
+
+
+VIEWS = [torch.tensor([[1.0, 0.2, 0.0], [0.9, 0.0, 0.4], [0.0, 0.3, 1.0]]),
+         torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.2], [0.1, 0.0, 1.0]])]
+
+
+@pytest.mark.parametrize("name", ["msn", "pmsn"])
+@pytest.mark.parametrize("direction", ["mean_to_prior", "prior_to_mean"])
+def test_msn_loss_and_its_prior_term_by_hand(name, direction):
+    method = msn_on_features(name, kl_direction=direction)
+    prior = torch.full((3,), 1 / 3) if name == "msn" else torch.tensor([6 / 11, 3 / 11, 2 / 11])  # 1 : 1/2 : 1/3
+    loss, metrics = method.loss(VIEWS)
+    ce, prior_term = hand_msn_loss(VIEWS[0], VIEWS[1], method.prototypes.detach(), prior, method.config)
+    torch.testing.assert_close(metrics["ce"], ce)
+    torch.testing.assert_close(metrics["prior_term"], prior_term)
+    torch.testing.assert_close(loss.detach(), ce + prior_term)
+    # The other direction differs on these inputs, so a swapped KL cannot pass.
+    other = "prior_to_mean" if direction == "mean_to_prior" else "mean_to_prior"
+    _, wrong = hand_msn_loss(VIEWS[0], VIEWS[1], method.prototypes.detach(), prior,
+                             msn_on_features(name, kl_direction=other).config)
+    assert abs(wrong - prior_term) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["msn", "pmsn"])
+def test_msn_loss_weighs_the_prior_term_by_prior_weight(name):
+    for weight in (0.5, 2.0):
+        loss, metrics = msn_on_features(name, prior_weight=weight).loss(VIEWS)
+        assert metrics["prior_term"] > 1e-3
+        torch.testing.assert_close(loss.detach(), metrics["ce"] + weight * metrics["prior_term"])
 
 
 def test_bad_prior_is_a_user_error():
