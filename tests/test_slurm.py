@@ -136,3 +136,53 @@ def test_demo_pipeline_through_slurm_profile(tmp_path):
     for rule in ("pretrain", "expert", "distill", "evaluate"):
         assert list((repo / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log")), \
             f"no {rule} job went through SLURM"
+
+
+RANKS_SCRIPT = """
+import os, socket
+print(os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ.get("CUDA_VISIBLE_DEVICES"), socket.gethostname(),
+      flush=True)
+"""
+
+MULTINODE_SNAKEFILE = """
+localrules: all
+
+rule all:
+    input: "ranks.txt"
+
+rule pretrain:
+    output: "ranks.txt"
+    resources: gpu=2, nodes=1, launch="--gpus 2 --nodes 1 --rendezvous c10d"
+    shell: "python -m imbssl.launch {resources.launch} -- python ranks.py > {output}"
+"""
+
+
+def test_the_multinode_launch_starts_torchrun_through_srun_inside_the_job(tmp_path):
+    """The launch of a job on several nodes (srun inside the executor's job step, one torchrun per
+    node meeting in a c10d rendezvous on the first node), on the one node this SLURM has."""
+    (tmp_path / "Snakefile").write_text(MULTINODE_SNAKEFILE)
+    (tmp_path / "ranks.py").write_text(RANKS_SCRIPT)
+    profile = write_ci_profile(tmp_path / "profile")
+    done = run_snakemake(tmp_path, "--profile", str(profile))
+    assert done.returncode == 0, failure_report(done, tmp_path)
+    ranks = sorted(line.split() for line in (tmp_path / "ranks.txt").read_text().splitlines())
+    assert [rank[:3] for rank in ranks] == [["0", "2", "0,1"], ["1", "2", "0,1"]], ranks  # both fake GPUs
+
+
+def test_a_training_job_of_two_gpus_runs_its_two_ranks_under_slurm(tmp_path):
+    """`pretrain.gpus: 2` through the SLURM profile: one SLURM job with both (fake) GPUs, torchrun
+    with two ranks (gloo on this CPU-only node), one model."""
+    repo = copy_repo(tmp_path / "repo")
+    profile = write_ci_profile(repo / "profiles" / "slurm-ci")
+    target = "results/pretrain/imbalanced-p100/simsiam/seed0/model.pt"
+    config = ("--configfile", "config/demo.yaml", "--config", "pretrain={gpus: 2, epochs: 3}",
+              "clustering={allow_budget_mismatch: true}")
+    data = run_snakemake(repo, "results/subsets/imbalanced-p100.csv", "--cores", "2", *config)  # here: seconds
+    assert data.returncode == 0, data.stderr[-3000:]
+    done = run_snakemake(repo, target, "--profile", str(profile), *config)
+    assert done.returncode == 0, failure_report(done, repo)
+    log = (repo / "results/logs/pretrain/imbalanced-p100/simsiam/seed0.log").read_text()
+    assert "[imbssl] rank 0 of 2 on cpu (gloo)" in log and "[imbssl] rank 1 of 2 on cpu (gloo)" in log, log[-3000:]
+    assert log.count(" epoch 3/3 ") == 1  # rank 0 reports for both
+    assert (repo / target).exists() and not (repo / target).with_name("checkpoint.pt").exists()
+    assert len(list((repo / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log"))) == 1
