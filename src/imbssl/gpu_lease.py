@@ -14,12 +14,12 @@ the jobs that need one; a job of whole devices takes every slot of each of its d
 several devices takes them all at once or none: it `flock`s without blocking and, when it cannot
 get all, lets go of what it got and tries again after IMBSSL_LOCK_POLL_SECONDS (jittered), so two
 jobs that each hold half of what the other needs never wait on each other. Then it exports
-CUDA_VISIBLE_DEVICES=<ids> (and, for a job of slots, IMBSSL_GPU_SLOTS=<its slots>) and *execs*
-the command. The locked file descriptors are made
-inheritable, so after exec the job process itself holds the locks: the kernel releases them when
-the job exits, however it exits (SIGKILL, OOM kill, Snakemake cancelling it), and there is no
-wrapper process that could die and free the devices while the job still runs on them, nor one
-that has to forward signals or exit codes.
+CUDA_VISIBLE_DEVICES=<ids> (and, for a job of slots, IMBSSL_GPU_SLOTS=<its slots>) and *execs* the
+command. The locked file descriptors are made inheritable, so after exec the job process itself
+holds the locks: the kernel releases them when the job exits, however it exits (SIGKILL, OOM
+kill, Snakemake cancelling it), and there is no wrapper process that could die and free the
+devices while the job still runs on them, nor one that has to forward signals or exit codes.
+(`imbssl.launch` leases through this module, then execs the command or torchrun.)
 
 It does nothing but exec the command when SLURM runs the job (SLURM_JOB_ID set: SLURM assigns the
 devices and sets CUDA_VISIBLE_DEVICES itself) or when there is no GPU.

@@ -4,6 +4,10 @@ Data stays on the training device as uint8; augmentations are batched tensor ops
 generator seeded per epoch, so an interrupted run resumed from its checkpoint computes exactly
 what the uninterrupted run would have. Host synchronisation happens only every `log_every`
 steps and once per epoch.
+
+A job on several GPUs (torchrun) runs this same loop plus a process group (distributed.py): each
+rank trains on its slice of the shared permutation under DistributedDataParallel, the global batch
+stays `batch_size`, metrics are averaged over the ranks and rank 0 writes every file.
 """
 
 from __future__ import annotations
