@@ -3,8 +3,8 @@
 Skipped unless `sinfo` answers; with IMBSSL_SLURM=1 a missing SLURM is an error instead.
 Jobs go through profiles/slurm, adapted to the CI node only where a cluster-sized request could
 never run on it (partition, memory, CPUs) and where a cluster without accounting needs it
-(`slurm-status-command: squeue`, no account); everything else (executor, `gpu: 1` for the GPU
-rules, requeue, retries) is the profile as users get it.
+(`slurm-status-command: squeue`, no account); everything else (executor, the GPUs the rules ask
+for, requeue, retries) is the profile as users get it.
 """
 
 from __future__ import annotations
