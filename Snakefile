@@ -20,14 +20,21 @@ min_version("9.0")
 
 # Jobs run `imbssl`, installed beside the Python that runs Snakemake: put that bin folder first on
 # PATH so that `.venv/bin/snakemake` works without activating the venv (a conda env, with --sdm
-# conda, still comes first in its jobs). Declared, so that remote jobs get it too.
-envvars:
-    "PATH",
-
-
+# conda, still comes first in its jobs).
 os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
+# One torch.compile cache for every job of the run (inductor's on-disk cache, unless the user set
+# their own): the second job that compiles the same model loads the kernels the first one built.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", str(Path("results/cache/torchinductor").resolve())
+)
+
+
+# Declared, so that remote jobs get them too.
+envvars:
+    "PATH",
+    "TORCHINDUCTOR_CACHE_DIR",
 
 
 configfile: "config.yaml"

@@ -60,3 +60,19 @@ def test_paper_estimate_without_simsiam_has_no_table3_time():
     assert est["table3_minutes"] is None
     assert abs(est["total_minutes"] - (est["table2_minutes"] + 14 * 6.0 / 60)) < 1e-9
     assert est["two_view_samples"] == 2 * 300 * 115674 + 560 * 32837
+
+
+def test_bench_gpus_runs_the_engine_on_several_processes_and_reports_its_scaling(tmp_path, capsys):
+    """`imbssl bench --gpus 2` on the CPU: the same global batch on 2 processes (gloo), its
+    images/s against one process, the step time at batch B/2 with and without the process group
+    and one all-reduce of the gradients."""
+    settings = BenchSettings(**{**TINY, "methods": ["simsiam"], "reference": False, "gpus": 2})
+    report = run(settings, str(tmp_path / "bench.json"))
+    one, scaling = report["training"]["simsiam"]["engine"], report["training"]["simsiam"]["scaling"]
+    assert scaling["processes"] == 2 and scaling["backend"] == "gloo" and scaling["per_process_batch"] == 8
+    assert scaling["images_per_s"] > 0
+    assert scaling["efficiency"] == scaling["images_per_s"] / (2 * one["images_per_s"])
+    assert scaling["allreduce_ms"] > 0 and scaling["step_ms_per_process_batch"]["without_process_group"] > 0
+    assert scaling["gradient_mib"] > 0 and len(scaling["window_seconds"]) == TINY["windows"]
+    printed = capsys.readouterr().out
+    assert "simsiam  2 processes" in printed and "scaling efficiency" in printed and "all-reduce" in printed

@@ -34,9 +34,10 @@ SECTIONS = {
     "plots": ("imbssl.figures", "PlotSettings"),
 }
 # Keys of a section that are not fields of its dataclass, and fields kept out of the config:
-# a method's own `model` subsection is merged over `model` (ModelConfig flags), and the MSN prior
-# is the method's identity (msn = uniform, pmsn = power law), not a setting.
-NOT_FIELDS = {"msn": {"model"}, "pmsn": {"model"}}
+# a method's own `model` subsection is merged over `model` (ModelConfig flags), the MSN prior
+# is the method's identity (msn = uniform, pmsn = power law), not a setting, and where a training
+# job runs (GPUs, nodes, GPU slots) is its launcher's business, not the training loop's.
+NOT_FIELDS = {"msn": {"model"}, "pmsn": {"model"}, "pretrain": {"gpus", "nodes", "gpu_slots"}}
 NOT_KEYS = {"msn": {"prior"}, "pmsn": {"prior"}}
 JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
@@ -186,6 +187,9 @@ def job_counts(stdout: str) -> dict[str, int]:
         ({"pretrain": {"epochs": "ten"}}, "pretrain.epochs"),
         ({"subsets": {"imbalance_factors": [0.5]}}, "subsets.imbalance_factors[0]"),
         ({"pretrain": {"batch_size": 1}}, "pretrain.batch_size"),
+        ({"pretrain": {"gpu_slots": "half"}}, "pretrain.gpu_slots"),
+        ({"clustering": {"expert_gpus": 0}}, "clustering.expert_gpus"),
+        ({"gpu_slots_per_device": 0}, "gpu_slots_per_device"),
     ],
 )
 def test_bad_config_stops_snakemake_before_any_job(workdir, bad, key):
@@ -277,6 +281,14 @@ def test_paper_config_runs_k_independent_experts_per_subset_partition_and_seed(w
         (["clustering={subsets: [imbalanced-p50]}"],
          "config error: clustering.subsets: imbalanced-p50 not among the configured subsets"),
         (["prior_figure={subset: imbalanced-p7}"], "config error: prior_figure.subset: imbalanced-p7"),
+        (["pretrain={gpus: 3}"], "config error: pretrain.batch_size = 1024 does not split evenly over "
+                                 "pretrain.gpus x pretrain.nodes = 3 processes"),
+        (["pretrain={gpus: 2, nodes: 3}"], "config error: pretrain.batch_size = 1024 does not split evenly over "
+                                           "pretrain.gpus x pretrain.nodes = 6 processes"),
+        (["clustering={expert_gpus: 3}"], "config error: pretrain.batch_size = 1024 does not split evenly over "
+                                          "clustering.expert_gpus = 3"),
+        (["clustering={expert_gpu_slots: 2}"], "config error: clustering.expert_gpu_slots = 2 but a GPU has "
+                                               "gpu_slots_per_device = 1 slots"),
     ],
 )
 def test_plan_errors_stop_snakemake_in_one_line(workdir, override, message):
@@ -364,7 +376,8 @@ def test_pretrain_flags_parse_back_to_the_configured_settings(workdir, monkeypat
     demo = yaml.safe_load((workdir / "config/demo.yaml").read_text())
     for section, cls in [("pretrain", TrainSettings), ("model", ModelConfig),
                          ("augment", AugmentConfig), ("simclr", SimCLRConfig)]:
-        expected = {**config[section], **demo.get(section, {})}
+        expected = {key: value for key, value in {**config[section], **demo.get(section, {})}.items()
+                    if key not in NOT_FIELDS.get(section, set())}
         assert dataclasses.asdict(from_args(cls, args)) == pytest.approx(expected), section
 
 
@@ -399,3 +412,42 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     result = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def job_resources(workdir: Path, *args: str) -> dict[str, tuple[dict[str, str], str]]:
+    """Rule -> (resources, shell command) of the first planned job of each rule."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", *args],
+                            cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    jobs, rule = {}, None
+    for line in result.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif rule and line.startswith("    resources: ") and rule not in jobs:
+            jobs[rule] = (dict(item.split("=", 1) for item in line.strip()[11:].split(", ")), None)
+        elif rule and line.startswith("Shell command: ") and jobs.get(rule, (0, 1))[1] is None:
+            jobs[rule] = (jobs[rule][0], line[len("Shell command: "):])
+    return jobs
+
+
+def test_gpus_and_slots_of_a_job_are_its_resources_and_launcher_never_its_settings(workdir):
+    """pretrain.gpus/nodes/gpu_slots and gpu_slots_per_device reach the jobs as resources (what
+    Snakemake and SLURM allocate) and `imbssl.launch` options; the imbssl command stays the same."""
+    baseline = job_resources(workdir)
+    jobs = job_resources(workdir, "--config", "pretrain={gpus: 4}", "gpu_slots_per_device=3")
+    for rule in ("pretrain", "base", "distill"):
+        resources, command = jobs[rule]
+        assert resources["gpu"] == "12" and resources["nodes"] == "1"  # 4 whole GPUs of 3 slots
+        assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 1 --slots all --slots-per-device 3 -- ")
+        imbssl = command.split(" -- ", 1)[1]
+        assert imbssl == baseline[rule][1].split(" -- ", 1)[1] and "--gpus" not in imbssl
+    for rule in ("expert", "features", "cluster", "evaluate", "prototype_usage"):
+        resources, command = jobs[rule]
+        assert resources["gpu"] == "1", rule  # one slot of a GPU shared by three such jobs
+        assert command.startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots 1 --slots-per-device 3 -- ")
+    assert baseline["pretrain"][0]["gpu"] == "1" and baseline["expert"][0]["gpu"] == "1"
+    assert baseline["pretrain"][1].startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots all ")
+
+    resources, command = job_resources(workdir, "--config", "pretrain={gpus: 4, nodes: 2}")["pretrain"]
+    assert (resources["gres"], resources["nodes"], resources["gpu"]) == ("gpu:4", "2", "0")  # 4 per node
+    assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 2 ")

@@ -147,3 +147,148 @@ def test_bad_gpu_count_is_a_user_error(tmp_path):
     done = subprocess.run(leased("true"), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "IMBSSL_NUM_GPUS" in done.stderr
+
+
+# A job that records which devices (and slots) it held and when, holding them for a moment.
+HOLDING_JOB = textwrap.dedent(
+    """
+    import json, os, sys, time
+    start = time.time_ns()
+    time.sleep(float(sys.argv[2]))
+    record = {"pid": os.getpid(), "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "slots": os.environ.get("IMBSSL_GPU_SLOTS"), "start": start, "end": time.time_ns()}
+    with open(os.path.join(sys.argv[1], f"{os.getpid()}.json"), "w") as f:
+        json.dump(record, f)
+    """
+)
+
+
+def run_concurrently(commands: list[list[str]], env: dict[str, str], timeout: float) -> None:
+    """Start every command at once; all must finish within `timeout` seconds (no deadlock)."""
+    jobs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for command in commands]
+    deadline = time.monotonic() + timeout
+    try:
+        for job in jobs:
+            _, err = job.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            assert job.returncode == 0, err
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the jobs did not all finish within {timeout} s: deadlocked")
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
+
+
+def records_of(directory: Path) -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in directory.glob("*.json")), key=lambda r: r["start"])
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_jobs_of_two_gpus_get_two_at_once_never_overlap_and_never_deadlock(tmp_path):
+    """Three jobs asking for 2 of 3 GPUs, started together: a job that waits on a device while
+    holding another (two jobs each holding half of what the other needs) would deadlock them."""
+    records = tmp_path / "records"
+    records.mkdir()
+    env = lease_env(tmp_path / "locks", IMBSSL_NUM_GPUS="3")
+    job = leased(sys.executable, "-c", HOLDING_JOB, str(records), "0.3")
+    job[job.index("--"):job.index("--")] = ["--gpus", "2"]
+    run_concurrently([job] * 3, env, timeout=60)
+
+    held = records_of(records)
+    assert len(held) == 3
+    for record in held:
+        devices = record["devices"].split(",")
+        assert len(devices) == len(set(devices)) == 2 and set(devices) <= {"0", "1", "2"}, record
+    for a, b in zip(held, held[1:]):
+        assert not overlap(a, b), f"two jobs of 2 GPUs ran at once on 3 GPUs: {a} {b}"
+
+
+def test_small_jobs_share_a_gpu_by_slots_and_a_whole_gpu_job_waits_for_all(tmp_path):
+    """One GPU with 3 slots: three one-slot jobs run on it at once (each with its own slot); a job
+    asking for the whole GPU never runs beside any of them."""
+    slot_records, whole_records = tmp_path / "slots", tmp_path / "whole"
+    slot_records.mkdir()
+    whole_records.mkdir()
+    env = lease_env(tmp_path / "locks", IMBSSL_NUM_GPUS="1")
+    slots = ["--slots", "1", "--slots-per-device", "3", "--"]
+    whole = ["--slots", "all", "--slots-per-device", "3", "--"]
+    # The slot jobs keep their slots until all three have started: they must hold them together.
+    slot_job = [sys.executable, "-m", "imbssl.gpu_lease", *slots, sys.executable, "-c", RECORDING_JOB,
+                str(slot_records), "3"]
+    whole_job = [sys.executable, "-m", "imbssl.gpu_lease", *whole, sys.executable, "-c", HOLDING_JOB,
+                 str(whole_records), "0.2"]
+    run_concurrently([whole_job, *[slot_job] * 3], env, timeout=60)
+
+    shared = [json.loads(p.read_text()) for p in slot_records.glob("*.json")]
+    (alone,) = records_of(whole_records)
+    assert len(shared) == 3 and {r["device"] for r in shared} == {"0"}
+    first_end = min(r["end"] for r in shared)
+    assert all(r["start"] < first_end for r in shared), "the one-slot jobs did not share the GPU"
+    assert alone["devices"] == "0" and alone["slots"] is None
+    assert not any(overlap(alone, r) for r in shared), "a whole-GPU job ran beside a one-slot job"
+
+
+def test_each_slot_job_holds_its_own_slot(tmp_path):
+    env = lease_env(tmp_path / "locks", IMBSSL_NUM_GPUS="2")
+    print_slots = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['IMBSSL_GPU_SLOTS'])"
+    holders = []
+    try:
+        seen = []
+        for _ in range(4):  # 2 GPUs x 2 slots, each job kept alive while the next one leases
+            holder = subprocess.Popen([sys.executable, "-m", "imbssl.gpu_lease", "--slots", "1",
+                                       "--slots-per-device", "2", "--", sys.executable, "-c",
+                                       f"{print_slots}; import sys, time; sys.stdout.flush(); time.sleep(60)"],
+                                      env=env, stdout=subprocess.PIPE, text=True)
+            holders.append(holder)
+            seen.append(holder.stdout.readline().strip())
+        assert seen == ["0 0", "0 1", "1 0", "1 1"]  # the first GPU filled before the second is touched
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def test_more_gpus_than_the_machine_has_is_a_user_error(tmp_path):
+    env = lease_env(tmp_path / "locks", IMBSSL_NUM_GPUS="2")
+    done = subprocess.run([sys.executable, "-m", "imbssl.gpu_lease", "--gpus", "3", "--", "true"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "asks for 3 GPUs but this machine has 2" in done.stderr
+
+
+def test_a_job_waiting_for_gpus_holds_none_of_them(tmp_path):
+    """All or nothing: a job of 2 GPUs that finds only one free leaves it free while it waits (a
+    one-GPU job takes it meanwhile), then takes two at once when they free up. Holding the free
+    one while waiting is how two jobs each holding half of what the other needs deadlock."""
+    import threading
+
+    from imbssl.gpu_lease import _try_lock, acquire, slot_file
+
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    other_job = [_try_lock(slot_file(locks, device, 0)) for device in ("0", "1")]  # holds GPUs 0 and 1
+    result = {}
+    waiting = threading.Thread(target=lambda: result.update(held=acquire(["0", "1", "2"], locks, 0.02, gpus=2)))
+    waiting.start()
+    try:
+        time.sleep(0.5)  # the 2-GPU job has tried GPU 2 many times by now
+        assert waiting.is_alive() and "held" not in result
+        for _ in range(50):  # the waiting job may be in the middle of an attempt: it lets go at once
+            small_job = _try_lock(slot_file(locks, "2", 0))
+            if small_job is not None:
+                break
+            time.sleep(0.01)
+        assert small_job is not None, "the waiting 2-GPU job holds GPU 2"
+        os.close(small_job)
+    finally:
+        for fd in other_job:
+            os.close(fd)
+        waiting.join(timeout=30)
+    assert sorted(device for device, _, _ in result["held"]) == ["0", "1"]
+    for _, _, fds in result["held"]:
+        for fd in fds:
+            os.close(fd)

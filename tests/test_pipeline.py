@@ -158,6 +158,12 @@ def test_the_same_settings_through_another_invocation_rerun_nothing(demo):
                   "augment={crop_max_scale: 1}", "seeds=[0]")
 
 
+def test_where_jobs_run_reruns_nothing(demo):
+    """GPUs, nodes and GPU slots are resources of the jobs, not their settings."""
+    nothing_to_do(demo, *DEMO, "--config", "pretrain={gpus: 2, nodes: 2, gpu_slots: 1}", "gpu_slots_per_device=2",
+                  "clustering={expert_gpus: 2, expert_gpu_slots: 2}")
+
+
 def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
     assert planned(demo, "--config", "evaluation={epochs: 5}") == {
         "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}

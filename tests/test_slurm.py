@@ -3,13 +3,14 @@
 Skipped unless `sinfo` answers; with IMBSSL_SLURM=1 a missing SLURM is an error instead.
 Jobs go through profiles/slurm, adapted to the CI node only where a cluster-sized request could
 never run on it (partition, memory, CPUs) and where a cluster without accounting needs it
-(`slurm-status-command: squeue`, no account); everything else (executor, `gpu: 1` for the GPU
-rules, requeue, retries) is the profile as users get it.
+(`slurm-status-command: squeue`, no account); everything else (executor, the GPUs the rules ask
+for, requeue, retries) is the profile as users get it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-SNAKEMAKE_TIMEOUT_S = 480  # the demo's whole share of CI stays under ~10 minutes
+SNAKEMAKE_TIMEOUT_S = 900  # a hang guard: the SLURM demo takes 3-8 minutes on the 2-core CI node
 
 
 def sinfo_responds() -> bool:
@@ -65,11 +66,36 @@ def write_ci_profile(dest: Path) -> Path:
     return dest
 
 
+def slurm_queue() -> str:
+    """What the cluster is doing: its jobs (all states) and its node, for failure messages."""
+    commands = (["squeue", "-t", "all", "-o", "%i %j %T %M %R"], ["sinfo", "-N", "-o", "%N %T %G %E"])
+    return "\n".join(subprocess.run(c, capture_output=True, text=True).stdout for c in commands)
+
+
+@pytest.fixture(autouse=True)
+def idle_cluster():
+    """Fail fast, and say why, when jobs left by an earlier run still hold the CI node."""
+    busy = subprocess.run(["squeue", "-h", "-t", "pending,running,configuring,completing"],
+                          capture_output=True, text=True).stdout.strip()
+    assert not busy, f"jobs from an earlier run hold the SLURM node (restart it with .ci/slurm/start.sh):\n{busy}"
+
+
 def run_snakemake(workdir: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env_vars)
     env.pop("SLURM_CONF", None)
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT_S)
+    try:
+        return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as timeout:
+        stderr = timeout.stderr or ""
+        stderr = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+        queue = slurm_queue()
+        # Killing snakemake leaves its jobs queued: cancel them (they are named after the run ID) so
+        # that they do not hold the node for the next test.
+        for run_id in re.findall(r"SLURM run ID: (\S+)", stderr):
+            subprocess.run(["scancel", f"--name={run_id}"], capture_output=True)
+        pytest.fail(f"snakemake ran past {SNAKEMAKE_TIMEOUT_S} s; the cluster at that moment:\n{queue}"
+                    f"\nsnakemake's stderr (end):\n{stderr[-4000:]}")
 
 
 def failure_report(done: subprocess.CompletedProcess, workdir: Path) -> str:
@@ -136,3 +162,53 @@ def test_demo_pipeline_through_slurm_profile(tmp_path):
     for rule in ("pretrain", "expert", "distill", "evaluate"):
         assert list((repo / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log")), \
             f"no {rule} job went through SLURM"
+
+
+RANKS_SCRIPT = """
+import os, socket
+print(os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ.get("CUDA_VISIBLE_DEVICES"), socket.gethostname(),
+      flush=True)
+"""
+
+MULTINODE_SNAKEFILE = """
+localrules: all
+
+rule all:
+    input: "ranks.txt"
+
+rule pretrain:
+    output: "ranks.txt"
+    resources: gpu=2, nodes=1, launch="--gpus 2 --nodes 1 --rendezvous c10d"
+    shell: "python -m imbssl.launch {resources.launch} -- python ranks.py > {output}"
+"""
+
+
+def test_the_multinode_launch_starts_torchrun_through_srun_inside_the_job(tmp_path):
+    """The launch of a job on several nodes (srun inside the executor's job step, one torchrun per
+    node meeting in a c10d rendezvous on the first node), on the one node this SLURM has."""
+    (tmp_path / "Snakefile").write_text(MULTINODE_SNAKEFILE)
+    (tmp_path / "ranks.py").write_text(RANKS_SCRIPT)
+    profile = write_ci_profile(tmp_path / "profile")
+    done = run_snakemake(tmp_path, "--profile", str(profile))
+    assert done.returncode == 0, failure_report(done, tmp_path)
+    ranks = sorted(line.split() for line in (tmp_path / "ranks.txt").read_text().splitlines())
+    assert [rank[:3] for rank in ranks] == [["0", "2", "0,1"], ["1", "2", "0,1"]], ranks  # both fake GPUs
+
+
+def test_a_training_job_of_two_gpus_runs_its_two_ranks_under_slurm(tmp_path):
+    """`pretrain.gpus: 2` through the SLURM profile: one SLURM job with both (fake) GPUs, torchrun
+    with two ranks (gloo on this CPU-only node), one model."""
+    repo = copy_repo(tmp_path / "repo")
+    profile = write_ci_profile(repo / "profiles" / "slurm-ci")
+    target = "results/pretrain/imbalanced-p100/simsiam/seed0/model.pt"
+    config = ("--configfile", "config/demo.yaml", "--config", "pretrain={gpus: 2, epochs: 3}",
+              "clustering={allow_budget_mismatch: true}")
+    data = run_snakemake(repo, "results/subsets/imbalanced-p100.csv", "--cores", "2", *config)  # here: seconds
+    assert data.returncode == 0, data.stderr[-3000:]
+    done = run_snakemake(repo, target, "--profile", str(profile), *config)
+    assert done.returncode == 0, failure_report(done, repo)
+    log = (repo / "results/logs/pretrain/imbalanced-p100/simsiam/seed0.log").read_text()
+    assert "[imbssl] rank 0 of 2 on cpu (gloo)" in log and "[imbssl] rank 1 of 2 on cpu (gloo)" in log, log[-3000:]
+    assert log.count(" epoch 3/3 ") == 1  # rank 0 reports for both
+    assert (repo / target).exists() and not (repo / target).with_name("checkpoint.pt").exists()
+    assert len(list((repo / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log"))) == 1

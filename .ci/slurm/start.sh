@@ -28,8 +28,13 @@
 #    CUDA_VISIBLE_DEVICES=0. [seen] With one GPU every GPU job of the demo runs one after the
 #    other (~20 s each on one CPU: over 10 minutes for the demo), so the node gets two fake GPUs,
 #    each needing its own File (/dev/null, /dev/zero): two GPU jobs at once on the 2 CPU cores.
-#  - `slurmctld -i` ignores state saved by an earlier run (a stale node or job state would
-#    otherwise survive into this one). If the node still comes up down/drained we resume it.
+#  - [seen] Saved state survives a reboot (/var/spool and /run are on disk here, and a CI machine
+#    can start from a copy of this disk): `slurmctld -i` only ignores *unreadable* state, so jobs a
+#    killed session left RUNNING were recovered, held both fake GPUs, and every new job pended until
+#    the test timed out. A fresh slurmctld therefore starts with `-c` (clear all job and node
+#    state) on emptied spool directories, and stale pid files are removed first (their pid may
+#    belong to another process on the new machine). If the node still comes up down/drained we
+#    resume it.
 #  - [seen] Wait for `sinfo` to report the node idle, not only for the pid files.
 #  - [seen] A job requeued with `scontrol requeue` (or preempted) waits ~2 minutes (BeginTime)
 #    before it runs again; the executor keeps waiting and then sees it finish. Too slow for CI:
@@ -116,15 +121,20 @@ Name=gpu File=/dev/zero
 EOF
 
 # --- daemons ----------------------------------------------------------------------------------
-running() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-if ! running /run/slurm/slurmctld.pid; then
-    log "starting slurmctld"
-    slurmctld -i
+# A pid file counts only if its process is the daemon it names (a stale file can hold any pid).
+running() { [[ -s "$1" ]] && [[ "$(ps -o comm= -p "$(cat "$1")" 2>/dev/null)" == "$2" ]]; }
+if ! running /run/slurm/slurmctld.pid slurmctld; then
+    log "starting slurmctld with a clean state"
+    rm -f /run/slurm/slurmctld.pid
+    find /var/spool/slurmctld -mindepth 1 -delete
+    slurmctld -c -i
     started slurmctld
 fi
-if ! running /run/slurm/slurmd.pid; then
-    log "starting slurmd"
-    slurmd
+if ! running /run/slurm/slurmd.pid slurmd; then
+    log "starting slurmd with a clean state"
+    rm -f /run/slurm/slurmd.pid
+    find /var/spool/slurmd -mindepth 1 -delete
+    slurmd -c
     started slurmd
 fi
 

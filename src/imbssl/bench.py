@@ -8,20 +8,28 @@ Both pipelines train the same model with the same batch size on the same device:
 Every figure is the median over several timed windows after warm-up steps. It also times feature
 extraction, k-means on 20k x 512 features per available backend and a 100-epoch linear probe,
 and turns the measured rates into an estimate of the paper-scale wall time per table.
+
+With `--gpus N` (N > 1) it also runs the engine as one job on N processes, as `pretrain.gpus: N`
+does (torchrun's launcher, DistributedDataParallel, SyncBatchNorm; NCCL on GPUs, gloo on the CPU),
+on the same global batch, and reports images/s, the scaling efficiency (N-process images/s /
+(N x 1-process images/s)), the step time at the per-process batch with and without the process
+group, and the time of one all-reduce of the gradients.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
+from . import distributed
 from .atomic import write_json
 from .augment import AugmentConfig, BatchAugment, torchvision_pipeline
 from .data import channel_stats
@@ -58,6 +66,7 @@ class BenchSettings:
     linear_epochs: int = 100
     linear_points: int = 20431  # balanced-p10's size
     device: str = "auto"
+    gpus: int = 1  # > 1: also the engine as one job on this many processes (one per GPU)
 
 
 def _sync(device: torch.device) -> None:
@@ -123,6 +132,76 @@ def bench_engine(method: str, images_np, settings: BenchSettings, device, compil
     seconds = _timed_windows(step, device, settings)
     return {"images_per_s": _images_per_s(seconds, settings), "window_seconds": seconds,
             "peak_mem_mib": _peak_mib(device), "compile": compile_backbone}
+
+
+def _scaling_worker(method: str, settings: dict) -> dict:
+    """One rank of the N-process engine (started by torchrun's launcher): global batch
+    settings.batch_size, split over the ranks exactly as train.train_loop splits it."""
+    settings = BenchSettings(**settings)
+    device = distributed.setup(resolve_device(settings.device))
+    world, rank = distributed.world_size(), distributed.rank()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the cores split between the ranks
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    module = build_method(method, build_backbone(settings.arch, settings.width, settings.image_size)).to(device)
+    distributed.convert_sync_batchnorm(module, device)
+    optimizer = module.make_optimizer(settings.batch_size)
+    if cuda:
+        module.to(memory_format=torch.channels_last)
+    if settings.compile == "on" or (settings.compile == "auto" and cuda):
+        module.backbone.compile()
+    model = distributed.wrap(module, device)
+    images_np = _synthetic_images(settings)
+    images = to_device_images(images_np, device)
+    augment = BatchAugment(AugmentConfig(), *channel_stats(images_np), settings.image_size)
+    generator = torch.Generator(device=device).manual_seed(0)  # the same on every rank
+    host_generator = torch.Generator().manual_seed(0)
+
+    def step():
+        order = torch.randint(0, images.shape[0], (settings.batch_size,), generator=generator, device=device)
+        index = distributed.rank_batch(order, 0, settings.batch_size, rank, world)
+        train_step(model, optimizer, images, index, augment, generator, host_generator, amp=cuda, channels_last=cuda)
+
+    seconds = _timed_windows(step, device, settings)
+    gradients = torch.zeros(sum(p.numel() for p in module.parameters() if p.requires_grad), device=device)
+    for _ in range(3):
+        torch.distributed.all_reduce(gradients)
+    _sync(device)
+    reduce_seconds = []
+    for _ in range(20):
+        start = time.perf_counter()
+        torch.distributed.all_reduce(gradients)
+        _sync(device)
+        reduce_seconds.append(time.perf_counter() - start)
+    return {"images_per_s": _images_per_s(seconds, settings), "window_seconds": seconds,
+            "step_ms": 1000 * statistics.median(seconds) / settings.window_steps,
+            "allreduce_ms": 1000 * statistics.median(reduce_seconds), "gradient_mib": gradients.numel() * 4 / 2**20,
+            "threads_per_process": torch.get_num_threads(), "backend": torch.distributed.get_backend()}
+
+
+def bench_scaling(method: str, images_np, settings: BenchSettings, device, one_process: dict) -> dict:
+    """The engine on settings.gpus processes against `one_process` (the same global batch, no
+    process group), plus one process at the per-process batch for the step-time overhead."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    n = settings.gpus
+    if settings.batch_size % n:
+        raise ValueError(f"--batch-size {settings.batch_size} does not split over --gpus {n}")
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"imbssl-bench-{os.getpid()}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+                          start_method="spawn")
+    ranks = elastic_launch(config, _scaling_worker)(method, asdict(settings))
+    multi = ranks[0]
+    per_rank = replace(settings, batch_size=settings.batch_size // n)
+    alone = bench_engine(method, images_np, per_rank, device, one_process["compile"])
+    alone_step_ms = 1000 * statistics.median(alone["window_seconds"]) / settings.window_steps
+    return {"processes": n, "images_per_s": multi["images_per_s"],
+            "efficiency": multi["images_per_s"] / (n * one_process["images_per_s"]),
+            "step_ms_per_process_batch": {"without_process_group": alone_step_ms, "with_process_group": multi["step_ms"]},
+            "per_process_batch": per_rank.batch_size, **{k: multi[k] for k in (
+                "allreduce_ms", "gradient_mib", "threads_per_process", "backend", "window_seconds")},
+            "one_process_threads": torch.get_num_threads()}
 
 
 class _TwoViews(torch.utils.data.Dataset):
@@ -244,6 +323,8 @@ def run(settings: BenchSettings, out: str | None = None) -> dict:
         if settings.reference:
             entry["reference"] = bench_reference(method, images, settings, device)
             entry["ratio"] = entry["engine"]["images_per_s"] / entry["reference"]["images_per_s"]
+        if settings.gpus > 1:
+            entry["scaling"] = bench_scaling(method, images, settings, device, entry["engine"])
         report["training"][method] = entry
         _print_method(method, entry)
     report["features"] = bench_features(images, settings, device)
@@ -271,6 +352,15 @@ def _print_method(method: str, entry: dict) -> None:
             print(f"{method:8s} {name:18s} {e['images_per_s']:10.1f} images/s   peak memory {mem}", flush=True)
     if "ratio" in entry:
         print(f"{method:8s} {'engine/reference':18s} {entry['ratio']:10.2f}x", flush=True)
+    if "scaling" in entry:
+        s = entry["scaling"]
+        steps = s["step_ms_per_process_batch"]
+        print(f"{method:8s} {str(s['processes']) + ' processes':18s} {s['images_per_s']:10.1f} images/s   "
+              f"scaling efficiency {s['efficiency']:.2f} (N-process / (N x 1-process images/s))", flush=True)
+        print(f"{method:8s} {'overheads':18s} step at batch {s['per_process_batch']}: "
+              f"{steps['without_process_group']:.1f} ms alone, {steps['with_process_group']:.1f} ms with the "
+              f"process group ({s['backend']}); all-reduce of the {s['gradient_mib']:.1f} MiB gradients "
+              f"{s['allreduce_ms']:.2f} ms", flush=True)
 
 
 def _print_rest(report: dict) -> None:

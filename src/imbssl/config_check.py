@@ -182,9 +182,32 @@ def plan_error(config: dict) -> str | None:
             return (f"config error: {' + '.join(BUDGET_KEYS)} = {' + '.join(map(str, epochs))} = {sum(epochs)} "
                     f"but pretrain.epochs = {config['pretrain']['epochs']}: make them equal (the baselines' "
                     f"budget) or set clustering.allow_budget_mismatch: true ({FIX})")
+    launch = launch_error(config)
+    if launch is not None:
+        return launch
     if {"msn", "pmsn"} & set(config["methods"]) and config["prior_figure"]["subset"] not in subsets:
         return (f"config error: prior_figure.subset: {config['prior_figure']['subset']} is not among the "
                 f"configured subsets ({', '.join(subsets)}) ({FIX})")
+    return None
+
+
+def launch_error(config: dict) -> str | None:
+    """Where jobs run: the global batch must split evenly over a job's processes, and a job's GPU
+    slots must exist."""
+    pretrain, clustering = config["pretrain"], config["clustering"]
+    per_device = config["gpu_slots_per_device"]
+    processes = pretrain["gpus"] * pretrain["nodes"]
+    if pretrain["batch_size"] % processes:
+        return (f"config error: pretrain.batch_size = {pretrain['batch_size']} does not split evenly over "
+                f"pretrain.gpus x pretrain.nodes = {processes} processes: make it a multiple of {processes} ({FIX})")
+    if clustering["subsets"] and pretrain["batch_size"] % clustering["expert_gpus"]:
+        return (f"config error: pretrain.batch_size = {pretrain['batch_size']} does not split evenly over "
+                f"clustering.expert_gpus = {clustering['expert_gpus']} processes: make it a multiple ({FIX})")
+    for key, slots in (("pretrain.gpu_slots", pretrain["gpu_slots"]),
+                       ("clustering.expert_gpu_slots", clustering["expert_gpu_slots"])):
+        if slots != "all" and slots > per_device:
+            return (f"config error: {key} = {slots} but a GPU has gpu_slots_per_device = {per_device} slots: "
+                    f"use at most {per_device}, or all ({FIX})")
     return None
 
 

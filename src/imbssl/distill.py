@@ -168,6 +168,7 @@ def distill(
 ) -> Path:
     """Train a student from `base` and `experts` (model.pt files, expert j for cluster j of the
     `clusters` assignments.csv) on `subset`; writes out_dir/model.pt (student backbone only)."""
+    from . import distributed
     from .augment import AugmentConfig
     from .cluster import read_assignments
     from .device import resolve_device
@@ -176,7 +177,7 @@ def distill(
     from .train import TrainSettings, fingerprint, load_training_data, run_training
 
     config, settings, augment = config or DistillConfig(), settings or TrainSettings(), augment or AugmentConfig()
-    device = resolve_device(settings.device)
+    device = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
     data = load_training_data(train_data, test_data, subset, device)
     cluster_index, cluster_of = read_assignments(clusters)
     require_subset_order(cluster_index, data.indices, clusters, subset, "cluster")

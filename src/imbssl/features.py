@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .augment import normalize
 from .device import resolve_device, to_device_images
 from .models import build_backbone
@@ -33,6 +33,19 @@ def extract(
     return torch.cat(out) if out else torch.zeros(0, getattr(backbone, "output_dim", 0), device=device)
 
 
+def extract_all_ranks(
+    backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024, amp: bool = True,
+) -> torch.Tensor:
+    """`extract` with the work split over the ranks of a job on several processes: each rank
+    extracts its contiguous share and every rank gets all features, in index order. With one
+    process it is `extract`."""
+    world = distributed.world_size()
+    if world == 1:
+        return extract(backbone, images, mean, std, batch_size, amp)
+    part = distributed.shard(images.shape[0], distributed.rank(), world)
+    return distributed.gather_rows(extract(backbone, images[part], mean, std, batch_size, amp), images.shape[0])
+
+
 def load_backbone(model_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict]:
     """The backbone stored in a model.pt (any method), in eval mode, plus the file's metadata."""
     state = checkpoint.load(model_path, map_location="cpu")
@@ -50,10 +63,12 @@ def write_features(model: str, train_data: str, subset: str, out: str, batch_siz
     from .data import load_split
     from .subsets import read_csv
 
-    dev = resolve_device(device)
+    dev = distributed.setup(resolve_device(device))  # a no-op unless torchrun started this job
     backbone, state = load_backbone(model, dev)
     split = load_split(train_data)
     indices, _ = read_csv(subset)
-    feats = extract(backbone, to_device_images(split.images[indices], dev), state["mean"], state["std"],
-                    batch_size_features)
-    checkpoint.save({"features": feats.cpu(), "index": torch.from_numpy(indices)}, out)
+    feats = extract_all_ranks(backbone, to_device_images(split.images[indices], dev), state["mean"], state["std"],
+                              batch_size_features)
+    if distributed.is_main():
+        checkpoint.save({"features": feats.cpu(), "index": torch.from_numpy(indices)}, out)
+    distributed.barrier()

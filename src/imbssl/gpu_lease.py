@@ -1,17 +1,25 @@
-"""One free GPU per local job: a lock file per device, held for as long as the job runs.
+"""Free GPUs (or GPU slots) per local job: lock files, held for as long as the job runs.
 
 Snakemake gives local jobs no GPU ids (snakemake issue #281): with `--resources gpu=N` it only
 limits how many GPU jobs run at once. Prefix a job's command with this module and each job gets
-a device nobody else holds:
+devices nobody else holds:
 
-    python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam ...
+    python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam ...            # one whole GPU
+    python -m imbssl.gpu_lease --gpus 2 -- torchrun ... imbssl pretrain ...       # two whole GPUs
+    python -m imbssl.gpu_lease --slots 1 --slots-per-device 3 -- imbssl evaluate  # a third of one
 
-It takes the first device whose lock file it can `flock` without blocking (retrying every
-IMBSSL_LOCK_POLL_SECONDS while all are taken), exports CUDA_VISIBLE_DEVICES=<id> and *execs* the
-command. The locked file descriptor is made inheritable, so after exec the job process itself
-holds the lock: it is released by the kernel when the job exits, however it exits (SIGKILL, OOM
+Each device has `slots-per-device` slot lock files (gpu0.lock, gpu0.slot1.lock, ...). A job of
+one slot takes a free slot, filling the lowest devices first so that whole devices stay free for
+the jobs that need one; a job of whole devices takes every slot of each of its devices. A job of
+several devices takes them all at once or none: it `flock`s without blocking and, when it cannot
+get all, lets go of what it got and tries again after IMBSSL_LOCK_POLL_SECONDS (jittered), so two
+jobs that each hold half of what the other needs never wait on each other. Then it exports
+CUDA_VISIBLE_DEVICES=<ids> (and, for a job of slots, IMBSSL_GPU_SLOTS=<its slots>) and *execs* the
+command. The locked file descriptors are made inheritable, so after exec the job process itself
+holds the locks: the kernel releases them when the job exits, however it exits (SIGKILL, OOM
 kill, Snakemake cancelling it), and there is no wrapper process that could die and free the
-device while the job still runs on it, nor one that has to forward signals or exit codes.
+devices while the job still runs on them, nor one that has to forward signals or exit codes.
+(`imbssl.launch` leases through this module, then execs the command or torchrun.)
 
 It does nothing but exec the command when SLURM runs the job (SLURM_JOB_ID set: SLURM assigns the
 devices and sets CUDA_VISIBLE_DEVICES itself) or when there is no GPU.
@@ -20,15 +28,18 @@ Environment:
     IMBSSL_NUM_GPUS          number of devices (tests, overrides); otherwise CUDA_VISIBLE_DEVICES
                              if set (lease among the listed ids), otherwise `nvidia-smi -L`.
     IMBSSL_LOCK_DIR          where the lock files live (default /tmp/imbssl-gpu-locks-$USER); all
-                             jobs sharing the GPUs of one machine must use the same directory.
-    IMBSSL_LOCK_POLL_SECONDS pause between rounds of attempts while every device is taken (0.5).
+                             jobs sharing the GPUs of one machine must use the same directory and
+                             the same number of slots per device.
+    IMBSSL_LOCK_POLL_SECONDS pause between rounds of attempts while the devices are taken (0.5).
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import getpass
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -87,47 +98,163 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def acquire(devices: list[str], directory: Path, poll_seconds: float) -> tuple[str, int]:
-    """Block until one of `devices` is free; return it and the fd that holds its lock."""
+def slot_file(directory: Path, device: str, slot: int) -> Path:
+    """Slot 0 is gpu<id>.lock (the whole device when a device has one slot), the others gpu<id>.slot<j>.lock."""
+    return directory / (f"gpu{device}.lock" if slot == 0 else f"gpu{device}.slot{slot}.lock")
+
+
+def _release(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)  # closing the only descriptor of the open file drops its flock
+
+
+def _try_lock_all(paths: list[Path]) -> list[int] | None:
+    """fds locking every one of `paths`, or None (and nothing held) if any is taken."""
+    fds = []
+    for path in paths:
+        fd = _try_lock(path)
+        if fd is None:
+            _release(fds)
+            return None
+        fds.append(fd)
+    return fds
+
+
+Lease = list[tuple[str, list[int], list[int]]]  # (device, its slots held, the fds holding them)
+
+
+def _try_once(devices: list[str], directory: Path, gpus: int, slots: int | None, slots_per_device: int) -> Lease | None:
+    """One round: `gpus` whole devices (slots None) or `slots` slots of one device, all or nothing."""
+    if slots is not None:
+        for device in devices:  # lowest devices first: packs slot jobs, keeps whole devices free
+            for first in range(slots_per_device - slots + 1):
+                taken = list(range(first, first + slots))
+                fds = _try_lock_all([slot_file(directory, device, j) for j in taken])
+                if fds is not None:
+                    return [(device, taken, fds)]
+        return None
+    held: Lease = []
+    every = list(range(slots_per_device))
+    for device in devices:
+        fds = _try_lock_all([slot_file(directory, device, j) for j in every])
+        if fds is not None:
+            held.append((device, every, fds))
+            if len(held) == gpus:
+                return held
+    for _, _, fds in held:
+        _release(fds)
+    return None
+
+
+def acquire(devices: list[str], directory: Path, poll_seconds: float, gpus: int = 1, slots: int | None = None,
+            slots_per_device: int = 1) -> Lease:
+    """Block until the request can be met; return [(device, its slots, fds holding them), ...].
+
+    `slots` None asks for `gpus` whole devices, else for that many slots of one device. Never waits
+    while holding a lock, so concurrent requests cannot deadlock.
+    """
+    if gpus > len(devices):
+        raise UserError(f"a job asks for {gpus} GPUs but this machine has {len(devices)} ({','.join(devices)}): "
+                        f"lower pretrain.gpus (or clustering.expert_gpus)")
+    if slots is not None and not 1 <= slots <= slots_per_device:
+        raise UserError(f"a job asks for {slots} slots of a GPU with {slots_per_device}: use at most "
+                        f"gpu_slots_per_device slots, or gpu_slots: all")
     directory.mkdir(parents=True, exist_ok=True)
     announced = False
     while True:
-        for device in devices:
-            fd = _try_lock(directory / f"gpu{device}.lock")
-            if fd is not None:
-                return device, fd
+        held = _try_once(devices, directory, gpus, slots, slots_per_device)
+        if held is not None:
+            return held
         if not announced:
-            print(f"{PROG}: all GPUs {','.join(devices)} are leased, waiting for one "
-                  f"(locks in {directory})", file=sys.stderr, flush=True)
+            print(f"{PROG}: {_waiting_for(devices, gpus, slots)} (locks in {directory})", file=sys.stderr, flush=True)
             announced = True
-        time.sleep(poll_seconds)
+        time.sleep(poll_seconds * random.uniform(0.5, 1.5))  # jitter: competing jobs do not retry in step
 
 
-def lease_and_exec(command: list[str]) -> None:
-    """Exec `command` on a leased GPU (or as is under SLURM / without GPUs); returns only on error."""
-    env = os.environ
+def _waiting_for(devices: list[str], gpus: int, slots: int | None) -> str:
+    listed = ",".join(devices)
+    if slots is not None:
+        return f"every slot of GPUs {listed} is leased, waiting for {slots} free slot(s) on one"
+    if gpus == 1:
+        return f"all GPUs {listed} are leased, waiting for one"
+    return f"fewer than {gpus} of GPUs {listed} are free, waiting for {gpus} at once"
+
+
+def lease(env, gpus: int = 1, slots: int | None = None, slots_per_device: int = 1) -> None:
+    """Take the GPUs (or slots) of this job and set CUDA_VISIBLE_DEVICES in `env` (os.environ);
+    the locks stay held by this process and, once inheritable, by whatever it execs. Does nothing
+    under SLURM or without GPUs."""
     devices = [] if "SLURM_JOB_ID" in env else visible_devices(env)
-    if devices:
-        poll = float(env.get("IMBSSL_LOCK_POLL_SECONDS", "0.5"))
-        device, fd = acquire(devices, lock_dir(env), poll)
-        os.set_inheritable(fd, True)  # the job process keeps the lock after exec
-        env["CUDA_VISIBLE_DEVICES"] = device
-        print(f"{PROG}: CUDA_VISIBLE_DEVICES={device} for pid {os.getpid()}", file=sys.stderr, flush=True)
+    if not devices:
+        return
+    if gpus > 1:
+        slots = None  # a job on several GPUs takes them whole
+    elif slots is not None and slots >= slots_per_device:
+        slots = None
+    poll = float(env.get("IMBSSL_LOCK_POLL_SECONDS", "0.5"))
+    held = acquire(devices, lock_dir(env), poll, gpus, slots, slots_per_device)
+    for _, _, fds in held:
+        for fd in fds:
+            os.set_inheritable(fd, True)  # the job process keeps the locks after exec
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(device for device, _, _ in held)
+    share = ""
+    if slots is not None:  # which share of the device, for whoever wonders (and the tests)
+        env["IMBSSL_GPU_SLOTS"] = ",".join(map(str, held[0][1]))
+        share = f" (slots {env['IMBSSL_GPU_SLOTS']} of {slots_per_device})"
+    print(f"{PROG}: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}{share} for pid {os.getpid()}",
+          file=sys.stderr, flush=True)
+
+
+def exec_command(command: list[str]) -> None:
     try:
         os.execvp(command[0], command)
     except OSError as err:
         raise UserError(f"cannot run {command[0]!r}: {err.strerror}: check the command after '--'") from err
 
 
+def lease_and_exec(command: list[str], gpus: int = 1, slots: int | None = None, slots_per_device: int = 1) -> None:
+    """Exec `command` on leased GPUs (or as is under SLURM / without GPUs); returns only on error."""
+    lease(os.environ, gpus, slots, slots_per_device)
+    exec_command(command)
+
+
+def parse_slots(text: str) -> int | None:
+    """`all` (whole devices: None) or a number of slots."""
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 'all' or a number of slots >= 1, got {text!r}")
+
+
+def add_lease_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs this job needs, leased all at once (default 1)")
+    parser.add_argument("--slots", type=parse_slots, default=None, metavar="all|N",
+                        help="slots of one GPU this job needs, or 'all' for whole GPUs (default all)")
+    parser.add_argument("--slots-per-device", type=int, default=1,
+                        help="jobs that may share one GPU (gpu_slots_per_device; default 1)")
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(options, command) of `[options] -- command`."""
+    if "--" not in argv:
+        return [], argv
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: python -m {PROG} -- COMMAND [ARGS...]\n\n{__doc__}", file=sys.stderr)
-        return 0 if argv else 2
+    options, command = split_command(argv)
+    if not command or command[0] in ("-h", "--help") or "-h" in options or "--help" in options:
+        print(f"usage: python -m {PROG} [--gpus N] [--slots all|N] [--slots-per-device S] -- COMMAND [ARGS...]"
+              f"\n\n{__doc__}", file=sys.stderr)
+        return 0 if command or options else 2
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}")
+    add_lease_arguments(parser)
+    args = parser.parse_args(options)
     try:
-        lease_and_exec(argv)
+        lease_and_exec(command, args.gpus, args.slots, args.slots_per_device)
     except UserError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,10 @@ Data stays on the training device as uint8; augmentations are batched tensor ops
 generator seeded per epoch, so an interrupted run resumed from its checkpoint computes exactly
 what the uninterrupted run would have. Host synchronisation happens only every `log_every`
 steps and once per epoch.
+
+A job on several GPUs (torchrun) runs this same loop plus a process group (distributed.py): each
+rank trains on its slice of the shared permutation under DistributedDataParallel, the global batch
+stays `batch_size`, metrics are averaged over the ranks and rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import UserError, checkpoint
+from . import UserError, checkpoint, distributed
 from .atomic import write_text
 from .augment import AugmentConfig, BatchAugment
 from .data import Split, load_split
 from .device import resolve_device, to_device_images
-from .features import extract
+from .features import extract_all_ranks
 from .knn import knn_accuracy
 from .methods import build_method
 from .methods.registry import Method, MethodConfig
@@ -109,11 +113,20 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def effective_batch_size(n: int, batch_size: int) -> int:
-    """Clusters smaller than the batch train on one batch of all their images."""
+def effective_batch_size(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Clusters smaller than the batch train on one batch of all their images (with several
+    processes: as many as split evenly over them)."""
     if n < 2:
         raise UserError(f"cannot train on {n} image(s): a training set needs at least 2 images")
-    return min(batch_size, n)
+    if batch_size % world_size:
+        raise UserError(f"batch size {batch_size} does not split evenly over {world_size} processes: make "
+                        f"pretrain.batch_size a multiple of the job's GPUs (gpus x nodes)")
+    batch = min(batch_size, n)
+    batch -= batch % world_size
+    if batch < max(2, world_size):
+        raise UserError(f"cannot split {n} images over {world_size} processes: give this job fewer GPUs "
+                        f"(clustering.expert_gpus for experts)")
+    return batch
 
 
 def _compile_enabled(setting: str, device: torch.device) -> bool:
@@ -186,8 +199,24 @@ class LineProgress:
         pass
 
 
+class NoProgress:
+    """Ranks other than 0 of a job on several processes: rank 0 reports for all."""
+
+    def __init__(self, *args):
+        pass
+
+    def steps(self, done_in_epoch: int, running_loss: float) -> None:
+        pass
+
+    def epoch(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def make_progress(name: str, epochs: int, steps_per_epoch: int, start_epoch: int):
-    kind = BarProgress if sys.stderr.isatty() else LineProgress
+    kind = NoProgress if not distributed.is_main() else BarProgress if sys.stderr.isatty() else LineProgress
     return kind(name, epochs, steps_per_epoch, start_epoch)
 
 
@@ -216,12 +245,14 @@ def train_loop(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = images.device
     n = images.shape[0]
-    batch_size = effective_batch_size(n, settings.batch_size)
-    if batch_size < settings.batch_size:
+    rank, world = distributed.rank(), distributed.world_size()
+    batch_size = effective_batch_size(n, settings.batch_size, world)  # global: the lr rule and steps use it
+    if batch_size < settings.batch_size and distributed.is_main():
         print(f"[imbssl] {n} images < batch size {settings.batch_size}: training with batch {batch_size}",
               file=sys.stderr)
     steps_per_epoch = n // batch_size
     total_steps = settings.epochs * steps_per_epoch
+    distributed.convert_sync_batchnorm(module, device)  # in place: every BatchNorm is a child
     peak_lr = module.peak_lr(batch_size)
     optimizer = module.make_optimizer(batch_size)
     amp = settings.amp and device.type == "cuda"
@@ -242,6 +273,8 @@ def train_loop(
         print(f"[imbssl] resuming {out_dir} from epoch {start_epoch}", file=sys.stderr)
     elif saved is not None:
         print(f"[imbssl] ignoring {ckpt_path}: it was written with other settings", file=sys.stderr)
+    distributed.same_on_every_rank(start_epoch, "the epoch to resume from")
+    model = distributed.wrap(module, device)  # DistributedDataParallel with several processes
 
     # e.g. imbalanced-p100/simsiam/seed0, or kmeans/seed0/cluster3 for an expert
     progress = make_progress("/".join(out_dir.parts[-3:]), settings.epochs, steps_per_epoch, start_epoch)
@@ -250,26 +283,28 @@ def train_loop(
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
         host_generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         torch.manual_seed(epoch_seed(seed, epoch))  # methods drawing from the global RNG (MSN's masks) too
-        order = torch.randperm(n, generator=generator, device=device)
+        order = torch.randperm(n, generator=generator, device=device)  # the same on every rank
+        distributed.reseed_for_rank(epoch_seed(seed, epoch), generator, host_generator)
         sums: dict[str, torch.Tensor] = {}
         started = time.perf_counter()
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
             lr = cosine_lr(global_step, total_steps, peak_lr, settings.warmup_epochs * steps_per_epoch)
             set_lr(optimizer, lr)
-            index = order[step * batch_size:(step + 1) * batch_size]
-            loss, metrics = train_step(module, optimizer, images, index, augment, generator, host_generator,
+            index = distributed.rank_batch(order, step, batch_size, rank, world)
+            loss, metrics = train_step(model, optimizer, images, index, augment, generator, host_generator,
                                        amp, channels_last)
             module.after_step((global_step + 1) / total_steps)
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
             if (step + 1) % settings.log_every == 0:
-                running = sums["loss"].item() / (step + 1)  # the only per-N-steps host sync
+                running = distributed.mean_over_ranks(sums["loss"]).item() / (step + 1)  # the only per-N-steps sync
                 _check_finite(running, epoch, out_dir)
                 progress.steps(step + 1, running)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "lr": lr}
-        row.update({key: (value / steps_per_epoch).item() for key, value in sums.items()})
+        means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) / steps_per_epoch
+        row.update(zip(sums, means.tolist()))
         _check_finite(row["loss"], epoch, out_dir)
         row["images_per_s"] = steps_per_epoch * batch_size / seconds
         row["seconds"] = seconds
@@ -278,8 +313,10 @@ def train_loop(
             row["knn_top1"] = monitor_knn(module.eval_backbone, monitor, settings)
         rows.append(row)
         progress.epoch(row)
-        _write_metrics(out_dir / "metrics.csv", rows)
-        if not last and settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0:
+        if distributed.is_main():
+            _write_metrics(out_dir / "metrics.csv", rows)
+        if (not last and settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0
+                and distributed.is_main()):
             checkpoint.save({"run_id": run_id, "epoch": epoch + 1, "module": module.state_dict(),
                              "optimizer": optimizer.state_dict(), "metrics": rows}, ckpt_path)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
@@ -293,13 +330,17 @@ def train_step(
     augment: Callable, generator: torch.Generator, host_generator: torch.Generator, amp: bool,
     channels_last: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimisation step on images[index]: augment on the device, forward, backward, update."""
+    """One optimisation step on images[index]: augment on the device, forward, backward, update.
+
+    `module` is the Method, or the Method under DistributedDataParallel (which averages the
+    gradients of all ranks during backward); calling it computes the method's loss.
+    """
     batch = images[index]
-    views = [augment(batch, generator, host_generator) for _ in range(module.num_views)]
+    views = [augment(batch, generator, host_generator) for _ in range(distributed.unwrap(module).num_views)]
     if channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, metrics = module.loss(views, index)
+        loss, metrics = module(views, index)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -316,8 +357,8 @@ def _check_finite(loss: float, epoch: int, out_dir: Path) -> None:
 
 def monitor_knn(backbone: nn.Module, monitor: Monitor, settings: TrainSettings) -> float:
     """kNN top-1 (%) of the test split against the training images' features."""
-    bank = extract(backbone, monitor.bank_images, monitor.mean, monitor.std, amp=settings.amp)
-    test = extract(backbone, monitor.test_images, monitor.mean, monitor.std, amp=settings.amp)
+    bank = extract_all_ranks(backbone, monitor.bank_images, monitor.mean, monitor.std, amp=settings.amp)
+    test = extract_all_ranks(backbone, monitor.test_images, monitor.mean, monitor.std, amp=settings.amp)
     return 100.0 * knn_accuracy(bank, monitor.bank_labels, test, monitor.test_labels, monitor.num_classes,
                                 settings.knn_k, settings.knn_t)
 
@@ -368,7 +409,7 @@ def pretrain(
 ) -> Path:
     """Self-supervised pretraining of `method` on the images of `subset`; writes out_dir/model.pt."""
     settings, model, augment = settings or TrainSettings(), model or ModelConfig(), augment or AugmentConfig()
-    device = resolve_device(settings.device)
+    device = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
     data = load_training_data(train_data, test_data, subset, device)
     torch.manual_seed(seed)  # initial weights
     backbone = build_backbone(model.arch, model.width, data.image_size)
@@ -390,14 +431,19 @@ def _initialise(module: Method, init: str, init_heads: bool, device: torch.devic
 
 
 def save_model(module: Method, out_dir: Path, **meta) -> Path:
-    """Write the final model.pt atomically and drop the resume checkpoint it supersedes."""
+    """Write the final model.pt atomically and drop the resume checkpoint it supersedes (rank 0;
+    the other ranks of the job wait for it)."""
+    path = out_dir / "model.pt"
+    if not distributed.is_main():
+        distributed.barrier()
+        return path
     state = {
         "backbone": {k: v.detach().cpu() for k, v in module.eval_backbone.state_dict().items()},
         "method_state": {k: v.detach().cpu() for k, v in module.exported_state().items()},
         "output_dim": module.backbone.output_dim,
         **{k: ([float(x) for x in v] if hasattr(v, "tolist") else v) for k, v in meta.items()},
     }
-    path = out_dir / "model.pt"
     checkpoint.save(state, path)
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+    distributed.barrier()
     return path

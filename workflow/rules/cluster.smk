@@ -18,7 +18,7 @@ use rule pretrain as base with:
     wildcard_constraints:
         subset="|".join(map(re.escape, SUBSETS)),
     resources:
-        gpu=1,
+        **PRETRAIN_GPUS,
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["base_epochs"]),
     params:
@@ -42,7 +42,7 @@ rule features:
         "../../envs/pytorch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **SMALL_GPU_JOB,
         mem_mb=8000,
         runtime=30,
     params:
@@ -71,7 +71,7 @@ rule cluster:
         "../../envs/cuml.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **SMALL_GPU_JOB,
         mem_mb=8000,
         runtime=30,
     params:
@@ -133,7 +133,7 @@ use rule pretrain as expert with:
     wildcard_constraints:
         subset="|".join(map(re.escape, SUBSETS)),
     resources:
-        gpu=1,
+        **EXPERT_GPUS,
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["expert_epochs"]),
     params:

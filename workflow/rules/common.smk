@@ -48,14 +48,26 @@ def method_model(method):
     return {**config["model"], **config[method].get("model", {})}
 
 
+# Keys of `pretrain` that say where a training job runs, not what it computes: they become the
+# job's resources and launcher (gpu_resources), never training flags or params, so moving a run
+# to more GPUs reruns nothing.
+LAUNCH_KEYS = ("gpus", "nodes", "gpu_slots")
+
+
+def train_settings(epochs=None):
+    """The `pretrain` section as training flags (TrainSettings), `epochs` replaced for Experiment II."""
+    settings = {
+        key: value
+        for key, value in config["pretrain"].items()
+        if key not in LAUNCH_KEYS
+    }
+    return settings if epochs is None else {**settings, "epochs": epochs}
+
+
 def pretrain_flags(method, epochs=None):
     """Training loop (with `epochs` replaced, for Experiment II stages) + backbone + augmentations
     + the method's own section."""
-    train = (
-        config["pretrain"]
-        if epochs is None
-        else {**config["pretrain"], "epochs": epochs}
-    )
+    train = train_settings(epochs)
     return " ".join(
         cli_flags(section)
         for section in (
@@ -80,6 +92,7 @@ def pretrain_code(method):
         "vit.py",
         "optim.py",
         "device.py",
+        "distributed.py",
         "features.py",
         "knn.py",
         "methods/__init__.py",
@@ -88,10 +101,14 @@ def pretrain_code(method):
     )
 
 
-EVALUATE_CODE = code_hash("evaluate.py", "features.py", "device.py", "knn.py")
+EVALUATE_CODE = code_hash(
+    "evaluate.py", "features.py", "device.py", "distributed.py", "knn.py"
+)
 TABLES_CODE = code_hash("tables.py")
 FIGURES_CODE = code_hash("figures.py")
-FEATURES_CODE = code_hash("features.py", "device.py", "models.py", "vit.py")
+FEATURES_CODE = code_hash(
+    "features.py", "device.py", "distributed.py", "models.py", "vit.py"
+)
 CLUSTER_CODE = code_hash("cluster.py")
 DISTILL_CODE = code_hash(
     "distill.py",
@@ -101,20 +118,61 @@ DISTILL_CODE = code_hash(
     "vit.py",
     "optim.py",
     "device.py",
+    "distributed.py",
     "features.py",
     "knn.py",
     "methods/registry.py",
 )
 PROTOTYPES_CODE = code_hash(
-    "prototypes.py", "methods/msn.py", "features.py", "device.py", "vit.py"
+    "prototypes.py",
+    "methods/msn.py",
+    "features.py",
+    "device.py",
+    "distributed.py",
+    "vit.py",
 )
 
 
+def gpu_resources(gpus=1, nodes=1, slots="all"):
+    """Resources of a GPU job on `gpus` GPUs per node, `nodes` nodes, and `slots` slots of a GPU
+    ("all": whole GPUs; a job on several GPUs always takes them whole).
+
+    `gpu` is what Snakemake counts against `--resources gpu=...` on a workstation, in GPU slots
+    (GPUs x gpu_slots_per_device), and what the SLURM executor asks for (`--gpus`); a job on
+    several nodes asks SLURM for `gres: gpu:<gpus>` per node instead. `launch` holds the options
+    of `imbssl.launch` (resources, not params: where a job runs never reruns it).
+    """
+    per_device = config["gpu_slots_per_device"]
+    whole = slots == "all" or gpus > 1
+    held = gpus * per_device if whole else int(slots)
+    launch = (
+        f"--gpus {gpus} --nodes {nodes} --slots {'all' if whole else slots}"
+        f" --slots-per-device {per_device}"
+    )
+    if nodes > 1:
+        return {"gpu": 0, "gres": f"gpu:{gpus}", "nodes": nodes, "launch": launch}
+    return {"gpu": held, "nodes": 1, "launch": launch}
+
+
+PRETRAIN_GPUS = gpu_resources(
+    config["pretrain"]["gpus"],
+    config["pretrain"]["nodes"],
+    config["pretrain"]["gpu_slots"],
+)
+EXPERT_GPUS = gpu_resources(
+    config["clustering"]["expert_gpus"], 1, config["clustering"]["expert_gpu_slots"]
+)
+# Features, k-means, evaluation, prototype usage: minutes on one GPU; they share it when
+# gpu_slots_per_device > 1.
+SMALL_GPU_JOB = gpu_resources(1, 1, 1)
+
+
 def on_gpu(command):
-    """A GPU rule's shell command, run through the GPU lease: on a workstation it takes a free GPU
-    per job (Snakemake hands out no device ids, snakemake#281); under SLURM or without a GPU it
-    only runs the command."""
-    return f"python -m imbssl.gpu_lease -- {command}"
+    """A GPU rule's shell command, run by imbssl.launch with the rule's `launch` resource: on a
+    workstation it leases the job's GPUs or GPU slots (Snakemake hands out no device ids,
+    snakemake#281); with several GPUs it runs the command under torchrun (srun + torchrun across
+    SLURM nodes); under SLURM or without a GPU it leases nothing."""
+    return f"python -m imbssl.launch {{resources.launch}} -- {command}"
 
 
 def runtime_for(epochs):

@@ -16,19 +16,14 @@ rule distill:
         "../../envs/pytorch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **PRETRAIN_GPUS,
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["distill_epochs"]),
     params:
         settings=" ".join(
             [
                 cli_flags(config["clustering"]["distill"]),
-                cli_flags(
-                    {
-                        **config["pretrain"],
-                        "epochs": config["clustering"]["distill_epochs"],
-                    }
-                ),
+                cli_flags(train_settings(config["clustering"]["distill_epochs"])),
                 cli_flags(config["augment"]),
             ]
         ),

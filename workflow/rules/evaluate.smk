@@ -17,7 +17,7 @@ rule evaluate:
     # Snakemake exports OMP_NUM_THREADS={threads}; profiles raise it with set-threads.
     threads: 1
     resources:
-        gpu=1,
+        **SMALL_GPU_JOB,
         mem_mb=8000,
         runtime=30,
     params:
@@ -50,7 +50,7 @@ rule prototype_usage:
         "../../envs/pytorch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **SMALL_GPU_JOB,
         mem_mb=8000,
         runtime=30,
     params:

@@ -23,7 +23,7 @@ rule pretrain:
     # Snakemake exports OMP_NUM_THREADS={threads}; profiles raise it with set-threads.
     threads: 1
     resources:
-        gpu=1,
+        **PRETRAIN_GPUS,
         mem_mb=16000,
         runtime=pretrain_runtime,
     params:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import UserError
+from .. import UserError, distributed
 from ..models import mlp
 from ..vit import random_keep
 from .registry import Method, MethodConfig, output_std, register
@@ -77,14 +77,16 @@ def sinkhorn(probs: torch.Tensor, iters: int) -> torch.Tensor:
 
     Alternately rescales so that every prototype holds 1/K of the total mass and every image 1/N;
     ends on the image step, so each row of the result sums to 1 exactly and each column tends to
-    N/K as `iters` grows.
+    N/K as `iters` grows. With several processes N is the global batch and the sums run over the
+    rows of every rank (each rank holds an equal share), as in MSN's distributed implementation.
     """
     if iters <= 0:
         return probs
     n, k = probs.shape
-    q = probs / probs.sum()
+    n *= distributed.world_size()
+    q = probs / distributed.all_reduce_sum(probs.sum())
     for _ in range(iters):
-        q = q / (q.sum(dim=0, keepdim=True) * k)  # prototypes: 1/K each
+        q = q / (distributed.all_reduce_sum(q.sum(dim=0, keepdim=True)) * k)  # prototypes: 1/K each
         q = q / (q.sum(dim=1, keepdim=True) * n)  # images: 1/N each
     return q * n
 
@@ -210,7 +212,7 @@ class MSN(Method):
                 target_probs = prototype_probs(target_z.float(), prototypes, cfg.target_temperature)
                 targets = torch.cat([sinkhorn(chunk, cfg.sinkhorn_iters) for chunk in target_probs.chunk(len(pairs))])
             probs = prototype_probs(anchors, prototypes, cfg.anchor_temperature)
-            mean_probs = probs.mean(dim=0)
+            mean_probs = distributed.batch_mean(probs)  # over the global batch (every rank's rows)
             ce = soft_cross_entropy(targets, probs)
             reg = prior_term(mean_probs, self.prior, cfg.kl_direction)
             loss = ce + cfg.prior_weight * reg

@@ -47,6 +47,10 @@ class Method(nn.Module):
         """
         raise NotImplementedError
 
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Calling the method computes its loss: what DistributedDataParallel wraps."""
+        return self.loss(views, index)
+
     @property
     def eval_backbone(self) -> nn.Module:
         """The backbone that is saved and evaluated: the trained one, unless a method says otherwise

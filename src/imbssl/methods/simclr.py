@@ -1,4 +1,8 @@
-"""SimCLR (Chen et al., 2020): NT-Xent over the 2N views of a batch, LARS optimizer."""
+"""SimCLR (Chen et al., 2020): NT-Xent over the 2N views of a batch, LARS optimizer.
+
+On several processes the batch is the global one: each rank's views are contrasted against the
+views of every rank (gathered with their gradient), as the paper's TPU implementation does.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..models import mlp
 from .registry import Method, MethodConfig, output_std, register
 
@@ -24,12 +29,22 @@ class SimCLRConfig(MethodConfig):
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Normalised temperature-scaled cross-entropy: each view's positive is its twin, the other
-    2N-2 views are negatives; averaged over all 2N anchors."""
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    2N-2 views are negatives; averaged over all 2N anchors.
+
+    With W processes, N is the global batch: this rank's 2n anchors (n = N/W) are scored against
+    the 2N views of all ranks, whose rows are [z1 of ranks 0..W-1; z2 of ranks 0..W-1]; the loss
+    averaged over ranks is the single-process loss of the whole batch.
+    """
     n = z1.shape[0]
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))  # a view is not its own negative
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    anchors = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    candidates = torch.cat([distributed.all_gather_with_grad(anchors[:n]),
+                            distributed.all_gather_with_grad(anchors[n:])])
+    total = candidates.shape[0] // 2  # N
+    logits = anchors @ candidates.T / temperature
+    own = distributed.rank() * n + torch.arange(n, device=z1.device)  # this rank's rows among the N
+    rows = torch.arange(2 * n, device=z1.device)
+    logits[rows, torch.cat([own, total + own])] = float("-inf")  # a view is not its own negative
+    targets = torch.cat([total + own, own])
     return F.cross_entropy(logits, targets)
 
 
