@@ -33,9 +33,9 @@ NUM_IMAGES, BATCH, STEPS, SIZE = 32, 32, 4, 16  # one global batch per epoch: on
 NO_AUGMENTATION = AugmentConfig(crop_min_scale=1.0, crop_max_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0,
                                 flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 METHODS = {
-    "simsiam": dict(proj_dim=32, pred_hidden_dim=8),
-    "simclr": dict(proj_hidden_dim=32, proj_dim=16),
-    "msn": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8),  # ResNet: no masks, prior + Sinkhorn
+    "simsiam": dict(proj_dim=32, pred_hidden_dim=8, warmup_epochs=0),
+    "simclr": dict(proj_hidden_dim=32, proj_dim=16, warmup_epochs=0),
+    "msn": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, warmup_epochs=0),  # ResNet: no masks, prior + Sinkhorn
 }
 
 
@@ -53,7 +53,7 @@ def distiller() -> Distiller:
     cluster_of = torch.from_numpy(np.random.default_rng(1).integers(0, 2, NUM_IMAGES))
     student = backbone(0)
     torch.manual_seed(0)
-    return Distiller(student, DistillConfig(head_hidden_dim=8), teachers, cluster_of)
+    return Distiller(student, DistillConfig(head_hidden_dim=8, warmup_epochs=0), teachers, cluster_of)
 
 
 def module_of(name: str):
@@ -90,12 +90,12 @@ def train(name: str, out: Path, fail_on_rank: int | None = None) -> dict:
 def features() -> torch.Tensor:
     """Features of 13 images (an odd count: unequal shares) from every rank, in index order."""
     data = to_device_images(images()[:13], torch.device("cpu"))
-    return extract_all_ranks(backbone(5), data, [0.5] * 3, [0.25] * 3, batch_size=4, amp=False)
+    return extract_all_ranks(backbone(5), data, [0.5] * 3, [0.25] * 3, batch_size=4)
 
 
 def reference_features() -> torch.Tensor:
     return extract(backbone(5), to_device_images(images()[:13], torch.device("cpu")), [0.5] * 3, [0.25] * 3,
-                   batch_size=4, amp=False)
+                   batch_size=4)
 
 
 def steps(out: Path, methods=(*METHODS, "distill")) -> dict:

@@ -20,6 +20,10 @@ def test_bench_runs_both_pipelines_and_reports_their_ratio(tmp_path, capsys):
         assert entry["ratio"] == entry["engine"]["images_per_s"] / entry["reference"]["images_per_s"]
         assert f"{method:8s} engine/reference" in printed
     assert "sklearn" in report["kmeans"] and report["linear_eval"]["train_n"] == 512
+    linear = report["linear_eval"]
+    assert linear["ratio"] == linear["augmented"]["seconds"] / linear["precomputed"]["seconds"]
+    assert linear["seconds"] == linear["augmented"]["seconds"]  # the paper config's protocol sets the estimate
+    assert "linear eval augmented/precomputed" in printed
     assert json.loads((tmp_path / "bench.json").read_text())["settings"]["batch_size"] == 16
     # Each rate is window_steps x batch_size images over the median window, for both pipelines.
     for method in ("simsiam", "simclr"):

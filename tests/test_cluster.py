@@ -184,5 +184,72 @@ def test_figure3_and_cluster_table_from_files(clustered, tmp_path):
     assert table["kind"].tolist() == ["kmeans", "random"]
     assert table["sizes"].tolist() == ["50 / 30 / 10"] * 2
     written = pd.read_csv(tmp_path / "clusters.csv")
-    assert list(written.columns) == ["subset", "seed", "kind", "k", "n", "sizes", "nmi", "ari", "backend"]
+    assert list(written.columns) == ["subset", "seed", "kind", "k", "n", "normalize", "sizes", "expert_steps", "nmi",
+                                     "ari", "backend"]
     assert "| imbalanced-p10 |" in (tmp_path / "clusters.md").read_text()
+
+
+def test_l2_normalize_clusters_by_direction_not_by_length(tmp_path):
+    """Two directions, each at lengths 1 and 20: raw k-means splits by length, k-means on
+    L2-normalised features by direction; the summary records which input k-means saw."""
+    rng = np.random.default_rng(0)
+    directions = np.array([[1.0, 0.5], [0.5, 1.0]])
+    direction = np.repeat([0, 1], 40)
+    length = np.tile(np.repeat([1.0, 20.0], 20), 2)
+    x = directions[direction] * length[:, None] + rng.normal(0, 0.02, (80, 2))
+    indices = np.arange(80)
+    subset = tmp_path / "s.csv"
+    subset.write_text("index,label\n" + "".join(f"{i},{d}\n" for i, d in zip(indices, direction)))
+    features = tmp_path / "features.pt"
+    checkpoint.save({"features": torch.from_numpy(x.astype(np.float32)), "index": torch.from_numpy(indices)},
+                    features)
+    train = tmp_path / "train.npz"
+    np.savez(train, classes=np.asarray(["a", "b"]))
+    nmi = {}
+    for how in ("none", "l2"):
+        cluster_subset(str(features), str(subset), str(tmp_path / how), 0,
+                       KMeansSettings(k=2, backend="sklearn", n_init=3, normalize=how), "s", str(train))
+        summary = json.loads((tmp_path / how / "summary.json").read_text())
+        assert summary["normalize"] == how
+        nmi[how] = summary["nmi"]
+    assert nmi["l2"] == pytest.approx(1.0) and nmi["none"] < 0.1
+    partition_random_like(str(tmp_path / "l2"), str(subset), str(tmp_path / "random"), 0, "s", str(train))
+    assert json.loads((tmp_path / "random" / "summary.json").read_text())["normalize"] == "l2"
+    with pytest.raises(UserError, match="clustering.normalize='unit'"):
+        KMeansSettings(normalize="unit")
+
+
+def _summary(path, subset, kind, sizes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"subset": subset, "seed": 0, "kind": kind, "k": len(sizes), "n": sum(sizes),
+                                "normalize": "none", "sizes": sizes, "nmi": 0.5, "ari": 0.25, "backend": "sklearn"}))
+    return path
+
+
+def _metrics(path, steps_per_epoch, epochs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{e},0.1,{e * steps_per_epoch},-0.5\n" for e in range(1, epochs + 1))
+    path.write_text("epoch,lr,steps,loss\n" + rows)
+    return path
+
+
+def test_cluster_table_reports_expert_steps_and_warns_below_the_minimum(tmp_path, capsys):
+    summaries = [_summary(tmp_path / "km.json", "imbalanced-p100", "kmeans", [900, 300, 100]),
+                 _summary(tmp_path / "rd.json", "imbalanced-p100", "random", [900, 300, 100])]
+    # batch 256 for 10 epochs: 900 images -> 3 steps per epoch; 300 -> 1; 100 (< batch) -> 1
+    metrics = [_metrics(tmp_path / f"{kind}{j}.csv", spe, 10)
+               for kind in ("km", "rd") for j, spe in enumerate([3, 1, 1])]
+    table = write_cluster_table(summaries, tmp_path / "c.csv", tmp_path / "c.md", metrics, min_expert_steps=20)
+    assert table["expert_steps"].tolist() == ["30 / 10 / 10"] * 2
+    assert table["normalize"].tolist() == ["none"] * 2
+    md = (tmp_path / "c.md").read_text()
+    warnings = [line for line in md.splitlines() if line.startswith("**Warning:**")]
+    assert len(warnings) == 4  # clusters 1 and 2 of both partitions
+    assert ("expert 2 of imbalanced-p100/kmeans/seed0 (100 images) took 10 optimizer steps, fewer than "
+            "clustering.min_expert_steps = 20") in md
+    logged = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[imbssl] warning:")]
+    assert len(logged) == 4
+    write_cluster_table(summaries, tmp_path / "c.csv", tmp_path / "c.md", metrics, min_expert_steps=10)
+    assert "Warning" not in (tmp_path / "c.md").read_text()
+    with pytest.raises(UserError, match="5 expert metrics files for 6 clusters"):
+        write_cluster_table(summaries, tmp_path / "c.csv", tmp_path / "c.md", metrics[:5])

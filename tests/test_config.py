@@ -289,6 +289,10 @@ def test_paper_config_runs_k_independent_experts_per_subset_partition_and_seed(w
                                           "clustering.expert_gpus = 3"),
         (["clustering={expert_gpu_slots: 2}"], "config error: clustering.expert_gpu_slots = 2 but a GPU has "
                                                "gpu_slots_per_device = 1 slots"),
+        (["simsiam={warmup_epochs: 40}"],
+         "config error: simsiam.warmup_epochs = 40 is not less than clustering.base_epochs = 40"),
+        (["clustering={distill: {warmup_epochs: 80}}"],
+         "config error: clustering.distill.warmup_epochs = 80 is not less than clustering.distill_epochs = 80"),
     ],
 )
 def test_plan_errors_stop_snakemake_in_one_line(workdir, override, message):

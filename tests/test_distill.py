@@ -16,7 +16,7 @@ def tiny_backbone(seed):
 
 def make_distiller(num_clusters, cluster_of, hidden=8):
     teachers = Teachers(tiny_backbone(1), [tiny_backbone(2 + k) for k in range(num_clusters)])
-    return Distiller(tiny_backbone(0), DistillConfig(head_hidden_dim=hidden), teachers, torch.tensor(cluster_of))
+    return Distiller(tiny_backbone(0), DistillConfig(head_hidden_dim=hidden, warmup_epochs=0), teachers, torch.tensor(cluster_of))
 
 
 def test_distill_loss_matches_a_hand_computed_value():
@@ -130,7 +130,7 @@ def test_distill_trains_a_student_and_saves_its_backbone_only(tmp_path):
     settings = TrainSettings(epochs=1, batch_size=10, knn_k=3, knn_every=0, device="cpu", log_every=1)
     out = distill(str(paths[0]), [str(p) for p in paths[1:]], str(tmp_path / "assignments.csv"),
                   str(tmp_path / "train.npz"), str(tmp_path / "test.npz"), str(tmp_path / "subset.csv"),
-                  tmp_path / "student", seed=0, config=DistillConfig(head_hidden_dim=8), settings=settings)
+                  tmp_path / "student", seed=0, config=DistillConfig(head_hidden_dim=8, warmup_epochs=0), settings=settings)
     saved = checkpoint.load(out)
     assert saved["method"] == "distill" and saved["arch"] == "resnet10" and saved["epochs"] == 1
     assert not any(k.startswith("heads") for k in saved["method_state"])
@@ -142,3 +142,64 @@ def test_distill_trains_a_student_and_saves_its_backbone_only(tmp_path):
     with pytest.raises(UserError, match="one expert model per cluster"):
         distill(str(paths[0]), [str(paths[1])], str(tmp_path / "assignments.csv"), str(tmp_path / "train.npz"),
                 str(tmp_path / "test.npz"), str(tmp_path / "subset.csv"), tmp_path / "bad", settings=settings)
+
+
+def _distill_inputs(tmp_path):
+    """Tiny train/test splits, a 20-image subset in two clusters, and base + 2 expert model.pt files."""
+    rng = np.random.default_rng(0)
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    for name, n in (("train", 40), ("test", 10)):
+        np.savez(tmp_path / f"{name}.npz", images=rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+                 labels=np.arange(n) % 2, classes=np.array(["a", "b"]), mean=mean, std=std)
+    indices = np.arange(0, 40, 2)
+    (tmp_path / "subset.csv").write_text("index,label\n" + "".join(f"{i},{i % 2}\n" for i in indices))
+    (tmp_path / "assignments.csv").write_text(
+        "index,cluster\n" + "".join(f"{i},{j % 2}\n" for j, i in enumerate(indices)))
+    paths = [tmp_path / f"teacher{t}.pt" for t in range(3)]
+    base = tiny_backbone(10)
+    with torch.no_grad():  # BatchNorm statistics unlike a fresh model's: they must be copied too
+        for module in base.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    for t, path in enumerate(paths):
+        _save_model(base if t == 0 else tiny_backbone(10 + t), path, mean, std)
+    return base, paths
+
+
+@pytest.mark.parametrize("init", ["base", "scratch"])
+def test_student_starts_from_the_base_and_its_heads_start_fresh(tmp_path, monkeypatch, init):
+    """Section 3.1 step 4: the student has "the same architecture and parameter as SimSiam_base"."""
+    from imbssl import distill as distill_module
+    from imbssl import train
+
+    base, paths = _distill_inputs(tmp_path)
+    captured = {}
+
+    def at_step_0(module, *args, **kwargs):  # run_training is where the first step would happen
+        captured["backbone"] = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+        captured["heads"] = {k: v.clone() for k, v in module.heads.state_dict().items()}
+        return tmp_path / "model.pt"
+
+    monkeypatch.setattr(train, "run_training", at_step_0)
+    settings = train.TrainSettings(epochs=2, batch_size=10, device="cpu")
+    distill_module.distill(str(paths[0]), [str(p) for p in paths[1:]], str(tmp_path / "assignments.csv"),
+                           str(tmp_path / "train.npz"), str(tmp_path / "test.npz"), str(tmp_path / "subset.csv"),
+                           tmp_path / "student", seed=0, settings=settings,
+                           config=DistillConfig(head_hidden_dim=8, warmup_epochs=0, init=init))
+    expected = base.state_dict()
+    same = [torch.equal(captured["backbone"][k], expected[k]) for k in expected]
+    if init == "base":
+        assert all(same)
+    else:
+        assert not all(same)
+    # The heads are drawn from the seed alone, whatever the student's init.
+    torch.manual_seed(0)
+    build_backbone("resnet10", 2, 8)
+    fresh = RegressionHeads(3, 16, 8).state_dict()
+    assert all(torch.equal(captured["heads"][k], fresh[k]) for k in fresh)
+
+
+def test_unknown_student_init_is_a_user_error():
+    with pytest.raises(UserError, match="clustering.distill.init='bsae'"):
+        DistillConfig(init="bsae")

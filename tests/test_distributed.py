@@ -185,7 +185,7 @@ def pretrain_command(digits_data, out: Path) -> list[str]:
     return ["imbssl", "pretrain", "--method", "simsiam", "--train-data", str(train), "--test-data", str(test),
             "--subset", str(subsets / "imbalanced-p100.csv"), "--out-dir", str(out), "--epochs", str(EPOCHS),
             "--batch-size", "64", "--checkpoint-every", "1", "--knn-every", "0", "--knn-k", "5", "--arch",
-            "resnet10", "--width", "4", "--proj-dim", "16", "--pred-hidden-dim", "8"]
+            "resnet10", "--width", "4", "--proj-dim", "16", "--pred-hidden-dim", "8", "--warmup-epochs", "0"]
 
 
 def free_port() -> int:

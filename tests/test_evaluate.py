@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from imbssl.data import load_split
+from imbssl.evaluate import (EvalSettings, augmented_linear_probe, evaluate_checkpoint, linear_probe,
+                             per_class_accuracy, probe_augmentation)
 from imbssl.subsets import write_csv
-
-from imbssl.evaluate import EvalSettings, evaluate_checkpoint, linear_probe, per_class_accuracy
 from imbssl.knn import knn_predict
 
 
@@ -25,7 +25,7 @@ def test_linear_probe_separates_separable_features():
     centers = torch.randn(4, 16, generator=g) * 3
     y = torch.arange(400) % 4
     x = centers[y] + torch.randn(400, 16, generator=g)
-    pred = linear_probe(x[:300], y[:300], x[300:], 4, EvalSettings(epochs=20, batch_size=32))
+    pred = linear_probe(x[:300], y[:300], x[300:], 4, EvalSettings(epochs=20, batch_size=32, feature_norm="l2"))
     assert (pred == y[300:]).float().mean() > 0.95
 
 
@@ -35,24 +35,24 @@ def test_per_class_accuracy_by_hand():
     assert per_class_accuracy(pred, labels, 3) == pytest.approx([1.0, 2 / 3, 0.0])
 
 
-def test_evaluate_checkpoint_writes_a_result(digits_data, tmp_path):
+def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp_path):
     from imbssl.augment import AugmentConfig
     from imbssl.methods.simsiam import SimSiamConfig
     from imbssl.models import ModelConfig
     from imbssl.train import TrainSettings, pretrain
 
     train, test, subsets = digits_data
-    model = pretrain("simsiam", SimSiamConfig(proj_dim=16, pred_hidden_dim=8), str(train), str(test),
+    model = pretrain("simsiam", SimSiamConfig(proj_dim=16, pred_hidden_dim=8, warmup_epochs=0), str(train), str(test),
                      str(subsets / "imbalanced-p100.csv"), str(tmp_path / "m"),
                      settings=TrainSettings(epochs=1, batch_size=64, knn_every=0),
                      model=ModelConfig("resnet10", 4), augment=AugmentConfig())
     out = tmp_path / "r.json"
     evaluate_checkpoint(str(model), str(train), str(test), str(subsets / "balanced-p100.csv"),
                         str(subsets / "imbalanced-p100.csv"), "imbalanced-p100", "SimSiam", 0, str(out),
-                        EvalSettings(epochs=5))
+                        EvalSettings(epochs=5, augment=False))
     returned = evaluate_checkpoint(str(model), str(train), str(test), str(subsets / "balanced-p100.csv"),
                                    str(subsets / "imbalanced-p100.csv"), "imbalanced-p100", "SimSiam", 0,
-                                   str(tmp_path / "again.json"), EvalSettings(epochs=5))
+                                   str(tmp_path / "again.json"), EvalSettings(epochs=5, augment=False))
     result = json.loads(out.read_text())
     assert result["n"] == result["eval_n"] == 352 and result["test_n"] == 360
     assert 0 <= result["top1"] <= 100 and len(result["per_class"]) == 10
@@ -69,6 +69,18 @@ def test_evaluate_checkpoint_writes_a_result(digits_data, tmp_path):
     # The same seed gives the same numbers; the returned dict is what was written.
     assert {k: v for k, v in returned.items() if k != "seconds"} == \
         {k: v for k, v in result.items() if k != "seconds"}
+
+    assert result["settings"]["augment"] is False and result["settings"]["feature_norm"] == "none"
+    assert result["protocol"]["linear"] == "precomputed"
+    # The reference protocol: crops and flips through the frozen backbone at every step.
+    augmented = evaluate_checkpoint(str(model), str(train), str(test), str(subsets / "balanced-p100.csv"),
+                                    str(subsets / "imbalanced-p100.csv"), "imbalanced-p100", "SimSiam", 0,
+                                    str(tmp_path / "augmented.json"), EvalSettings(epochs=5, augment=True))
+    assert augmented["settings"]["augment"] is True and augmented["protocol"]["linear"] == "augmented"
+    assert "RandomResizedCrop(scale 0.08-1" in augmented["protocol"]["train_images"]
+    assert augmented["n"] == augmented["eval_n"] == 352 and 0 <= augmented["top1"] <= 100
+    # kNN reads the un-augmented features in both: the same number.
+    assert augmented["knn_top1"] == result["knn_top1"]
 
 
 def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain_subset(tmp_path):
@@ -98,3 +110,79 @@ def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain
     assert (result["n"], result["eval_n"], result["test_n"]) == (6, 12, 6)
     assert result["top1"] == 0.0 and result["knn_top1"] == 0.0
     assert result["per_class"] == [0.0, 0.0, 0.0]
+
+
+class MeanColour(torch.nn.Module):
+    """A backbone whose features are the mean of each channel; it records every call."""
+
+    output_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append({"x": x.detach().clone(), "training": self.training, "grad": torch.is_grad_enabled(),
+                           "dtype": x.dtype})
+        return x.mean(dim=(2, 3))
+
+
+def _colour_images(n, size=8):
+    """uint8 NCHW images of one constant colour per class (4 classes)."""
+    colours = torch.tensor([[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20]], dtype=torch.uint8)
+    labels = torch.arange(n) % 4
+    return colours[labels].view(n, 3, 1, 1).expand(n, 3, size, size).contiguous(), labels
+
+
+def test_augmented_probe_learns_what_crops_and_flips_cannot_change():
+    images, labels = _colour_images(64)
+    test_x = images.float().div(255).sub(0.5).div(0.25).mean(dim=(2, 3))
+    pred = augmented_linear_probe(MeanColour(), images, labels, test_x, 4, [0.5] * 3, [0.25] * 3,
+                                  EvalSettings(epochs=10, batch_size=16, lr=1.0))
+    assert pred.tolist() == labels.tolist()
+
+
+def test_augmented_probe_recomputes_features_of_new_crops_every_step_in_eval_mode():
+    n, size = 64, 8
+    ramp = torch.arange(size, dtype=torch.float32) * 30  # horizontal and vertical gradients: crops differ
+    images = torch.stack([ramp.view(1, -1).expand(size, size), ramp.view(-1, 1).expand(size, size),
+                          torch.full((size, size), 100.0)]).to(torch.uint8).expand(n, 3, size, size).contiguous()
+    labels = torch.arange(n) % 2
+    backbone = MeanColour().train()
+    augmented_linear_probe(backbone, images, labels, torch.zeros(5, 3), 2, [0.5] * 3, [0.25] * 3,
+                           EvalSettings(epochs=3, batch_size=16))
+    calls = backbone.calls
+    assert len(calls) == 3 * (n // 16)  # one forward pass per step: nothing is cached across epochs
+    assert all(c["x"].shape == (16, 3, size, size) and c["dtype"] == torch.float32 for c in calls)
+    assert not any(c["training"] or c["grad"] for c in calls)  # frozen backbone, BatchNorm statistics kept
+    assert backbone.training  # the caller's mode is restored
+    plain = images[:16].float().div(255).sub(0.5).div(0.25)
+    assert not any(torch.allclose(c["x"], plain) for c in calls)  # augmented views, not the raw images
+    assert not any(torch.equal(a["x"], b["x"]) for i, a in enumerate(calls) for b in calls[i + 1:])  # fresh crops
+
+
+def test_probe_augmentation_is_the_reference_crop_and_flip():
+    config = probe_augmentation(EvalSettings())
+    assert (config.crop_min_scale, config.crop_max_scale) == (0.08, 1.0)  # PatrickHua/SimSiam eval_aug.py
+    assert (config.crop_min_ratio, config.crop_max_ratio) == pytest.approx((3 / 4, 4 / 3))
+    assert config.flip_p == 0.5 and config.jitter_p == 0 and config.grayscale_p == 0
+
+
+def test_features_are_float32_even_inside_a_bf16_autocast_region():
+    """evaluation, kNN and clustering read `extract`'s features: never bf16, whoever calls it."""
+    from imbssl.augment import normalize
+    from imbssl.features import extract
+    from imbssl.models import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet10", 4, 8).eval()
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    mean, std = [0.5] * 3, [0.25] * 3
+    with torch.no_grad():
+        reference = backbone(normalize(images, mean, std))  # float32, no autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            in_bf16 = backbone(normalize(images, mean, std)).float()
+            features = extract(backbone, images, mean, std, batch_size=4)
+    assert not torch.allclose(in_bf16, reference, rtol=1e-4, atol=1e-5)  # bf16 would show
+    assert features.dtype == torch.float32
+    assert torch.allclose(features, reference, rtol=1e-5, atol=1e-6)

@@ -87,9 +87,43 @@ def test_ema_update_on_a_toy_module():
 
 
 def test_ema_momentum_schedule():
+    # linear (MSN's ramp): start + (1 - start) * progress
     assert ema_momentum(0.0, 0.996) == pytest.approx(0.996)
+    assert ema_momentum(0.25, 0.996) == pytest.approx(0.997)
     assert ema_momentum(0.5, 0.996) == pytest.approx(0.998)
     assert ema_momentum(1.0, 0.996) == pytest.approx(1.0)
+    # cosine: 1 - (1 - start) * (cos(pi p) + 1) / 2; at p = 1/4: 1 - 0.004 * (0.70711 + 1) / 2
+    assert ema_momentum(0.25, 0.996, "cosine") == pytest.approx(0.99658579, abs=1e-8)
+    assert ema_momentum(0.5, 0.996, "cosine") == pytest.approx(0.998)
+    with pytest.raises(UserError, match="ema_schedule"):
+        ema_momentum(0.5, 0.996, "step")
+
+
+def test_prototypes_get_no_weight_decay_unless_asked():
+    method = _small("msn", build_backbone("vit_mini", image_size=16), weight_decay=0.04)
+    decay_of = lambda opt: {g["weight_decay"] for g in opt.param_groups if any(p is method.prototypes
+                                                                                for p in g["params"])}
+    assert decay_of(method.make_optimizer(8)) == {0.0}
+    method.config.decay_prototypes = True
+    assert decay_of(method.make_optimizer(8)) == {0.04}
+
+
+def test_clip_gradients_clips_the_encoder_not_the_prototypes():
+    torch.manual_seed(0)
+    method = _small("msn", build_backbone("vit_mini", image_size=16), clip_grad=3.0)
+    encoder = [*method.backbone.parameters(), *method.projector.parameters()]
+    for p in [*encoder, method.prototypes]:
+        p.grad = torch.ones_like(p)
+    norm = lambda params: torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert norm(encoder) > 3.0
+    method.clip_gradients()
+    assert norm(encoder).item() == pytest.approx(3.0, rel=1e-4)  # torch divides by (norm + 1e-6)
+    assert torch.equal(method.prototypes.grad, torch.ones_like(method.prototypes))
+    method.config.clip_grad = 0.0  # disabled: gradients untouched
+    for p in encoder:
+        p.grad = torch.ones_like(p)
+    method.clip_gradients()
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in encoder)
 
 
 @pytest.mark.parametrize("num_patches,mask_ratio,expected", [(64, 0.15, 54), (16, 0.15, 14), (16, 0.0, 16),

@@ -49,3 +49,31 @@ def test_cosine_schedule_by_hand():
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(torch.nn.Linear(2, 2), "rmsprop", 0.1, 0.0)
+
+
+def test_param_groups_split_decay_and_fixed_lr():
+    from imbssl.optim import param_groups
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    extra = net[0].weight  # a 2-D weight kept out of decay on request (as MSN's prototypes)
+    fixed = list(net[2].parameters())  # a head on a constant lr (as SimSiam's predictor)
+    groups = param_groups(net, 0.5, exclude_1d=True, no_decay=[extra], fixed_lr=fixed)
+    by_kind = {(g["weight_decay"], g["fixed_lr"]): {id(p) for p in g["params"]} for g in groups}
+    assert by_kind == {
+        (0.0, False): {id(extra), id(net[0].bias), id(net[1].weight), id(net[1].bias)},
+        (0.5, True): {id(net[2].weight)},
+        (0.0, True): {id(net[2].bias)},
+    }
+    # SGD's rule (exclude_1d False): biases and norm parameters are decayed too.
+    sgd = param_groups(net, 0.5, exclude_1d=False)
+    assert len(sgd) == 1 and sgd[0]["weight_decay"] == 0.5 and len(sgd[0]["params"]) == 6
+
+
+def test_set_lr_leaves_fixed_groups_at_their_lr():
+    from imbssl.optim import set_lr
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    optimizer = build_optimizer(net, "sgd", lr=0.2, weight_decay=0.0, fixed_lr=list(net[1].parameters()))
+    set_lr(optimizer, 0.05)
+    lrs = {g["fixed_lr"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == {False: 0.05, True: 0.2}

@@ -89,7 +89,9 @@ def test_table3_has_the_four_methods_on_both_imbalanced_subsets(demo):
     assert sorted(zip(csv.subset, csv.method)) == sorted((s, m) for s in IMBALANCED for m in methods)
     assert csv.top1_mean.between(0, 100).all()
     md = (demo / "results/tables/table3.md").read_text()
-    assert "| Subset | N | SimCLR | SimSiam | SimSiam+C+D | SimSiam+D |" in md and "n/a" not in md
+    results_table = md.split("**Paired differences**")[0]  # the intervals below it are n/a with one seed
+    assert "| Subset | N | SimCLR | SimSiam | SimSiam+C+D | SimSiam+D |" in results_table
+    assert "n/a" not in results_table
 
 
 def test_table4_compares_msn_and_pmsn_with_simsiam_on_every_subset(demo):
@@ -101,10 +103,29 @@ def test_table4_compares_msn_and_pmsn_with_simsiam_on_every_subset(demo):
 def test_cluster_table_has_nmi_of_both_partitions(demo):
     csv = table(demo, "clusters")
     assert set(zip(csv.subset, csv.kind)) == {(s, k) for s in IMBALANCED for k in ("kmeans", "random")}
-    assert csv.nmi.between(0, 1).all() and (csv.k == 2).all()
+    assert csv.nmi.between(0, 1).all() and (csv.k == 2).all() and (csv.normalize == "none").all()
+    # Each expert's steps, from its own metrics.csv: 10 epochs x (cluster size // min(batch, size)).
+    for row in csv.itertuples():
+        sizes = [int(s) for s in row.sizes.split(" / ")]
+        assert row.expert_steps == " / ".join(str(10 * (n // min(128, n))) for n in sizes)
     # Both partitions of a subset have the same part sizes (the +D ablation copies them).
     for _, group in csv.groupby("subset"):
         assert group.sizes.nunique() == 1
+
+
+def test_paired_differences_follow_tables_2_and_3(demo):
+    gaps = table(demo, "table2_differences")
+    assert sorted(zip(gaps.subset_a, gaps.subset_b, gaps.method_a)) == sorted(
+        (f"imbalanced-p{p}", f"balanced-p{p}", m) for p in (10, 100) for m in ("SimSiam", "SimCLR"))
+    gains = table(demo, "table3_differences")
+    assert sorted(zip(gains.subset_a, gains.method_a, gains.method_b)) == sorted(
+        (s, m, "SimSiam") for s in IMBALANCED for m in ("SimSiam+C+D", "SimSiam+D"))
+    assert (gains.pairs == 1).all() and gains.ci_low.isna().all()  # one seed: no interval
+    t3 = table(demo, "table3").set_index(["subset", "method"]).top1_mean
+    for row in gains.itertuples():
+        assert row.mean == pytest.approx(t3[(row.subset_a, row.method_a)] - t3[(row.subset_b, row.method_b)], abs=1e-3)
+    assert "| SimSiam+C+D on imbalanced-p10 | SimSiam on imbalanced-p10 | 1 |" in \
+        (demo / "results/tables/table3.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["figure1_class_distribution", "figure3_imbalanced-p10",
@@ -167,6 +188,18 @@ def test_where_jobs_run_reruns_nothing(demo):
 def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
     assert planned(demo, "--config", "evaluation={epochs: 5}") == {
         "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+    # the reference protocol (augmented probe) instead of the demo's precomputed features: no training
+    assert planned(demo, "--config", "evaluation={augment: true}") == {
+        "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+
+
+def test_the_expert_step_threshold_rewrites_the_cluster_table_only(demo):
+    assert planned(demo, "--config", "clustering={min_expert_steps: 10}") == {"cluster_table": 1}
+
+
+def test_the_student_init_reruns_the_students_only(demo):
+    assert planned(demo, "--config", "clustering={distill: {init: scratch}}") == {
+        "distill": 4, "evaluate": 4, "table3": 1}
 
 
 def test_plot_settings_redraw_figures_only(demo):
@@ -178,8 +211,9 @@ def test_a_simclr_setting_retrains_simclr_and_what_depends_on_it(demo):
         "pretrain": 5, "evaluate": 5, "table2": 1, "table3": 1}
 
 
-def test_a_clustering_setting_reruns_experiment_ii_from_the_clusters_on(demo):
-    assert planned(demo, "--config", "clustering={n_init: 2}") == {
+@pytest.mark.parametrize("override", ["clustering={n_init: 2}", "clustering={normalize: l2}"])
+def test_a_clustering_setting_reruns_experiment_ii_from_the_clusters_on(demo, override):
+    assert planned(demo, "--config", override) == {
         "cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
         "table3": 1, "cluster_table": 1, "figure3": 2}
 

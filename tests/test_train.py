@@ -1,3 +1,4 @@
+import csv
 import os
 import signal
 import subprocess
@@ -22,9 +23,10 @@ def _settings(**kw):
     return TrainSettings(**{**base, **kw})
 
 
-def _pretrain(digits_data, out_dir, **kw):
+def _pretrain(digits_data, out_dir, warmup_epochs=0, **kw):
     train, test, subsets = digits_data
-    return pretrain("simsiam", SimSiamConfig(proj_dim=32, pred_hidden_dim=8), str(train), str(test),
+    config = SimSiamConfig(proj_dim=32, pred_hidden_dim=8, warmup_epochs=warmup_epochs)
+    return pretrain("simsiam", config, str(train), str(test),
                     str(subsets / "imbalanced-p100.csv"), str(out_dir), seed=1, settings=kw.pop("settings", _settings()),
                     model=TINY, augment=AugmentConfig(), **kw)
 
@@ -34,10 +36,11 @@ def _weights(path):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits_data, tmp_path):
-    _pretrain(digits_data, tmp_path / "straight")
-    partial = _pretrain(digits_data, tmp_path / "resumed", stop_after_epoch=1)
+    # One warm-up epoch and the predictor's fixed lr: the resumed run must continue both exactly.
+    _pretrain(digits_data, tmp_path / "straight", warmup_epochs=1)
+    partial = _pretrain(digits_data, tmp_path / "resumed", warmup_epochs=1, stop_after_epoch=1)
     assert partial.name == "checkpoint.pt" and not (tmp_path / "resumed" / "model.pt").exists()
-    _pretrain(digits_data, tmp_path / "resumed")
+    _pretrain(digits_data, tmp_path / "resumed", warmup_epochs=1)
     a, b = _weights(tmp_path / "straight" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt")
     assert a.keys() == b.keys()
     for key in a:
@@ -63,6 +66,76 @@ def test_metrics_csv_has_the_monitoring_columns(digits_data, tmp_path):
         assert column in header
     meta = checkpoint.load(tmp_path / "run" / "model.pt")
     assert meta["arch"] == "resnet10" and meta["output_dim"] == 32 and len(meta["mean"]) == 3
+
+
+def test_metrics_count_the_optimizer_steps_and_the_log_says_how_many(digits_data, tmp_path, capsys):
+    # imbalanced-p100 of the digits: 352 images, batch 32 -> 11 steps per epoch (last batch dropped)
+    _pretrain(digits_data, tmp_path / "run", settings=_settings(epochs=2, knn_every=0))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [int(r["steps"]) for r in rows] == [11, 22]
+    assert "352 images in batches of 32: 2 epochs x 11 steps = 22 optimizer steps" in capsys.readouterr().err
+
+
+def _optimizer_lrs(checkpoint_path):
+    return {group["fixed_lr"]: group["lr"] for group in checkpoint.load(checkpoint_path)["optimizer"]["param_groups"]}
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 2])
+def test_fix_pred_lr_keeps_the_predictor_at_the_peak_lr(digits_data, tmp_path, warmup_epochs):
+    """PatrickHua/SimSiam: the predictor's lr is base_lr x batch/256 throughout, warm-up included."""
+    from imbssl.optim import cosine_lr
+
+    train, test, subsets = digits_data
+    peak = 0.03 * 32 / 256
+    for fix in (True, False):
+        out = tmp_path / f"fix{fix}"
+        pretrain("simsiam", SimSiamConfig(proj_dim=32, pred_hidden_dim=8, warmup_epochs=warmup_epochs, fix_pred_lr=fix),
+                 str(train), str(test), str(subsets / "imbalanced-p100.csv"), str(out), seed=1,
+                 settings=_settings(epochs=4, knn_every=0), model=TINY, augment=AugmentConfig(), stop_after_epoch=1)
+        scheduled = cosine_lr(10, 44, peak, warmup_epochs * 11)  # the lr of the 11th step (epoch 1's last)
+        assert scheduled < peak * 0.99
+        lrs = _optimizer_lrs(out / "checkpoint.pt")
+        assert lrs == ({False: pytest.approx(scheduled), True: peak} if fix else {False: pytest.approx(scheduled)})
+
+
+def test_warmup_longer_than_the_job_is_a_clear_error(digits_data, tmp_path):
+    with pytest.raises(UserError, match=r"simsiam.warmup_epochs=2 .* lower it below 2"):
+        _pretrain(digits_data, tmp_path / "run", warmup_epochs=2, settings=_settings(epochs=2))
+
+
+class _ClipRecorder(Method):
+    """One parameter; records what the parameter and its gradient were when clip_gradients ran."""
+
+    name = "clip-recorder"
+
+    def __init__(self):
+        super().__init__(torch.nn.Linear(1, 1), MethodConfig(warmup_epochs=0))
+        self.backbone.output_dim = 1
+        self.seen = []
+
+    def loss(self, views, index=None):
+        value = (self.backbone.weight * views[0].float().mean()).sum()
+        return value, {"out_std": value.detach()}
+
+    def clip_gradients(self):
+        self.seen.append((self.backbone.weight.detach().clone(), self.backbone.weight.grad.clone()))
+        self.backbone.weight.grad.zero_()  # a clip to norm 0: the step must see it
+
+
+def test_gradients_are_clipped_between_backward_and_the_optimizer_step(tmp_path):
+    from imbssl.train import train_step
+
+    module = _ClipRecorder()
+    optimizer = module.make_optimizer(8)
+    before = module.backbone.weight.detach().clone()
+    images = torch.full((8, 3, 4, 4), 200, dtype=torch.uint8)
+    aug = BatchAugment(AugmentConfig(), [0.5] * 3, [0.25] * 3, 4)
+    train_step(module, optimizer, images, torch.arange(8), aug, torch.Generator().manual_seed(0),
+               torch.Generator().manual_seed(0), amp=False, channels_last=False)
+    (weight_then, grad_then), = module.seen
+    assert torch.equal(weight_then, before) and grad_then.abs().sum() > 0  # after backward, before the step
+    # momentum SGD with a zero gradient and weight decay 1e-5: the weight moves by lr * 1e-5 * w only
+    assert torch.allclose(module.backbone.weight.detach(), before * (1 - 0.03 * 8 / 256 * 1e-5))
 
 
 def test_killed_job_resumes_from_its_checkpoint(digits_data, tmp_path):
@@ -118,7 +191,7 @@ def test_msn_resume_is_exact_too(digits_data, tmp_path):
     from imbssl.methods.msn import MSNConfig
 
     train, test, subsets = digits_data
-    config = MSNConfig(proj_hidden_dim=32, proj_dim=16, num_prototypes=8)
+    config = MSNConfig(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, warmup_epochs=1)
     run = lambda out, **kw: pretrain("msn", config, str(train), str(test), str(subsets / "imbalanced-p100.csv"),
                                      str(out), seed=2, settings=_settings(knn_every=0),
                                      model=ModelConfig(arch="vit_mini"), augment=AugmentConfig(), **kw)

@@ -289,11 +289,14 @@ class BatchAugment:
         cols = _resize_weights(left, right - left, images.shape[3], self.image_size)
         cols = torch.where(params.flip.view(-1, 1, 1), cols.flip(1), cols)  # flip = reversed output columns
         x = torch.einsum("nsh,nchw,ntw->ncst", rows, images.float(), cols).div_(255).clamp_(0, 1)
-        jittered = x
-        for op in params.order:
-            jittered = _JITTER_OPS[op](jittered, params.factors[:, op])
-        x = torch.where(params.jitter.view(-1, 1, 1, 1), jittered, x)
-        x = torch.where(params.gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+        # Ops that can never apply (probability 0, e.g. the linear probe's crop + flip) are skipped.
+        if self.config.jitter_p > 0:
+            jittered = x
+            for op in params.order:
+                jittered = _JITTER_OPS[op](jittered, params.factors[:, op])
+            x = torch.where(params.jitter.view(-1, 1, 1, 1), jittered, x)
+        if self.config.grayscale_p > 0:
+            x = torch.where(params.gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
         mean, std = self._stats_on(images.device)
         return x.sub_(mean).div_(std)
 

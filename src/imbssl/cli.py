@@ -86,7 +86,9 @@ def _cmd_evaluate(args):
 def _cmd_table(args):
     from .tables import write_table
 
-    write_table(args.results, args.methods, args.out_csv, args.out_md, title=args.title)
+    write_table(args.results, args.methods, args.out_csv, args.out_md, title=args.title,
+                differences=[tuple(pair) for pair in args.difference], imbalance_gaps=args.imbalance_gaps,
+                out_differences=args.out_differences)
 
 
 def _cmd_figure_subsets(args):
@@ -138,6 +140,11 @@ def _args_table(p):
     p.add_argument("--results", nargs="+", required=True)
     p.add_argument("--methods", nargs="+", required=True, help="display names, in column order")
     p.add_argument("--title", default="")
+    p.add_argument("--difference", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="paired difference A - B of two methods on each subset (repeatable)")
+    p.add_argument("--imbalance-gaps", action="store_true",
+                   help="paired difference imbalanced-pX - balanced-pX of each method")
+    p.add_argument("--out-differences", default=None, help="CSV of the paired differences")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
 
@@ -269,6 +276,10 @@ def _cmd_figure_clusters(args):
 
 def _args_cluster_table(p):
     p.add_argument("--summaries", nargs="+", required=True)
+    p.add_argument("--expert-metrics", nargs="+", default=[],
+                   help="the experts' metrics.csv, partition by partition in --summaries order, cluster 0 first")
+    p.add_argument("--min-expert-steps", type=int, default=50,
+                   help="warn about experts that took fewer optimizer steps")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
 
@@ -276,7 +287,7 @@ def _args_cluster_table(p):
 def _cmd_cluster_table(args):
     from .tables import write_cluster_table
 
-    write_cluster_table(args.summaries, args.out_csv, args.out_md)
+    write_cluster_table(args.summaries, args.out_csv, args.out_md, args.expert_metrics, args.min_expert_steps)
 
 
 def _args_prototype_usage(p):

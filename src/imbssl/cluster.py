@@ -23,6 +23,7 @@ from . import UserError
 from .atomic import atomic_path, write_json
 
 BACKENDS = ("auto", "cuml", "sklearn")
+NORMALIZE = ("none", "l2")
 
 
 @dataclass
@@ -33,6 +34,14 @@ class KMeansSettings:
     backend: str = "auto"  # auto | cuml | sklearn
     n_init: int = 10  # k-means restarts; the run with the lowest inertia wins
     max_iter: int = 300
+    # none: k-means on the raw backbone features (the paper says only "k-means" with scikit-learn);
+    # l2: on L2-normalised features, k-means on the unit sphere (the assignments use cosine
+    # similarity up to the centroids' norms, which are not re-normalised).
+    normalize: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE:
+            raise UserError(f"clustering.normalize={self.normalize!r}: use one of {', '.join(NORMALIZE)}")
 
 
 @dataclass
@@ -166,6 +175,19 @@ def cluster_metrics(assignments: np.ndarray, labels: np.ndarray, k: int) -> dict
     }
 
 
+def normalize_features(features, how: str):
+    """The k-means input: `features` as they are (none) or each row scaled to unit L2 norm (l2).
+    Works on numpy arrays and (CPU or CUDA) torch tensors alike."""
+    if how == "none":
+        return features
+    if how != "l2":
+        raise UserError(f"clustering.normalize={how!r}: use one of {', '.join(NORMALIZE)}")
+    if hasattr(features, "detach"):  # torch tensor, possibly on the GPU for cuML
+        return features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    features = np.asarray(features, np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 def pca_2d(features, seed: int) -> np.ndarray:
     """(N, 2) projection on the first two principal components, for Figure 3."""
     from sklearn.decomposition import PCA
@@ -255,9 +277,11 @@ def cluster_subset(
     feats, feat_index = load_features(features, "cuda" if backend == "cuml" else "cpu")
     indices, labels = read_csv(subset)
     require_subset_order(feat_index, indices, features, subset, "features")
+    feats = normalize_features(feats, settings.normalize)  # what k-means (and Figure 3's PCA) sees
     result = kmeans(feats, settings.k, seed, backend, settings.n_init, settings.max_iter)
     summary = {"subset": subset_name, "seed": seed, "kind": "kmeans", "k": settings.k,
-               "inertia": result.inertia, "n_init": settings.n_init, "max_iter": settings.max_iter, **result.info}
+               "normalize": settings.normalize, "inertia": result.inertia, "n_init": settings.n_init,
+               "max_iter": settings.max_iter, **result.info}
     return write_partition(out_dir, indices, labels, result.assignments, summary,
                            class_names(train_data), projection=pca_2d(feats, seed))
 
@@ -276,8 +300,11 @@ def partition_random_like(
     assignments = Path(clusters_dir) / "assignments.csv"
     cluster_index, assigned = read_assignments(assignments)
     require_subset_order(cluster_index, indices, assignments, subset, "cluster")
-    k = int(json.loads((Path(clusters_dir) / "summary.json").read_text())["k"])
+    kmeans_summary = json.loads((Path(clusters_dir) / "summary.json").read_text())
+    k = int(kmeans_summary["k"])
     parts = random_partition(np.bincount(assigned, minlength=k).tolist(), len(indices), seed)
-    summary = {"subset": subset_name, "seed": seed, "kind": "random", "k": k, "inertia": None,
+    # `normalize` is that of the k-means partition whose sizes this one copies.
+    summary = {"subset": subset_name, "seed": seed, "kind": "random", "k": k,
+               "normalize": kmeans_summary.get("normalize"), "inertia": None,
                "backend": "random", "version": f"numpy {np.__version__}", "seconds": 0.0}
     return write_partition(out_dir, indices, labels, parts, summary, class_names(train_data))

@@ -185,6 +185,9 @@ def plan_error(config: dict) -> str | None:
     launch = launch_error(config)
     if launch is not None:
         return launch
+    warmup = warmup_error(config)
+    if warmup:
+        return warmup
     if {"msn", "pmsn"} & set(config["methods"]) and config["prior_figure"]["subset"] not in subsets:
         return (f"config error: prior_figure.subset: {config['prior_figure']['subset']} is not among the "
                 f"configured subsets ({', '.join(subsets)}) ({FIX})")
@@ -208,6 +211,23 @@ def launch_error(config: dict) -> str | None:
         if slots != "all" and slots > per_device:
             return (f"config error: {key} = {slots} but a GPU has gpu_slots_per_device = {per_device} slots: "
                     f"use at most {per_device}, or all ({FIX})")
+    return None
+
+
+def warmup_error(config: dict) -> str | None:
+    """A warm-up as long as the job it belongs to would leave nothing of the cosine schedule."""
+    clustering = config["clustering"]
+    jobs = [(f"{method}.warmup_epochs", config[method]["warmup_epochs"], "pretrain.epochs",
+             config["pretrain"]["epochs"]) for method in config["methods"]]
+    if clustering["subsets"]:
+        jobs += [("simsiam.warmup_epochs", config["simsiam"]["warmup_epochs"], f"clustering.{stage}",
+                  clustering[stage]) for stage in ("base_epochs", "expert_epochs")]
+        jobs.append(("clustering.distill.warmup_epochs", clustering["distill"]["warmup_epochs"],
+                     "clustering.distill_epochs", clustering["distill_epochs"]))
+    for key, warmup, epochs_key, epochs in jobs:
+        if warmup >= epochs:
+            return (f"config error: {key} = {warmup} is not less than {epochs_key} = {epochs}: the warm-up "
+                    f"must end before the job does; lower it ({FIX})")
     return None
 
 

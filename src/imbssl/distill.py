@@ -1,7 +1,9 @@
 """Distillation of a base model and K per-cluster experts into one student.
 
-The student has the base's backbone architecture and K+1 regression heads (one for the base, one
-per expert). With q the 512-d backbone outputs of one augmented view, seen by student and
+The student has the base's backbone architecture and, by default (`init: base`), its trained
+weights too: Section 3.1 step 4 of the paper trains a student "having the same architecture and
+parameter as SimSiam_base". Its K+1 regression heads (one for the base, one per expert) always
+start from random weights. With q the 512-d backbone outputs of one augmented view, seen by student and
 teachers alike, and k the image's cluster:
 
     L = 1/2 * MSE(r_base(q_s), q_base) + 1/2 * MSE(r_k(q_s), q_expert_k)
@@ -28,13 +30,27 @@ from .methods.registry import Method, MethodConfig, output_std
 
 @dataclass
 class DistillConfig(MethodConfig):
-    """Optimizer and head settings of the student (the `clustering.distill` config keys)."""
+    """Optimizer, head and initialisation settings of the student (the `clustering.distill` keys).
+
+    The paper gives the distillation no optimizer of its own: Table 1's settings are shared by
+    every experiment, so the student gets SimSiam's (SGD, base lr 0.03, weight decay 1e-5,
+    cosine) and, like SimSiam in PatrickHua/SimSiam, 10 warm-up epochs.
+    """
 
     optimizer: str = "sgd"
-    base_lr: float = 0.05  # scaled by batch_size / 256
-    weight_decay: float = 5e-4
+    base_lr: float = 0.03  # scaled by batch_size / 256
+    weight_decay: float = 1e-5
     momentum: float = 0.9
+    warmup_epochs: int = 10
     head_hidden_dim: int = 512
+    init: str = "base"  # base: the student starts as a copy of the base backbone | scratch: random
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise UserError(f"clustering.distill.init={self.init!r}: use one of {', '.join(INITS)}")
+
+
+INITS = ("base", "scratch")
 
 
 def distill_loss(pred_base: torch.Tensor, q_base: torch.Tensor, pred_expert: torch.Tensor,
@@ -108,6 +124,7 @@ class Distiller(Method):
     """Student backbone + K+1 regression heads, trained by `train.train_loop` like any method."""
 
     name = "distill"
+    config_section = "clustering.distill"
     num_views = 1
 
     def __init__(self, backbone: nn.Module, config: DistillConfig, teachers: Teachers, cluster_of: torch.Tensor):
@@ -134,6 +151,14 @@ class Distiller(Method):
     def exported_state(self) -> dict[str, torch.Tensor]:
         """The student backbone alone: the heads only serve the distillation."""
         return {key: value for key, value in self.state_dict().items() if key.startswith("backbone.")}
+
+
+def initial_student(init: str, base: nn.Module, student: nn.Module) -> nn.Module:
+    """The student backbone before its first step: `student` (freshly built) with the base's
+    weights and BatchNorm statistics copied in (init: base), or left random (init: scratch)."""
+    if init == "base":
+        student.load_state_dict(base.state_dict())
+    return student
 
 
 def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[Teachers, dict]:
@@ -189,8 +214,8 @@ def distill(
     if data.image_size != meta["image_size"]:
         raise UserError(f"{train_data} has {data.image_size}px images but the base {base} was trained on "
                         f"{meta['image_size']}px: use the train split the base was trained on")
-    torch.manual_seed(seed)  # the student's initial weights
-    student = build_backbone(meta["arch"], meta["width"], data.image_size)
+    torch.manual_seed(seed)  # the student's initial weights (with init: scratch) and its heads'
+    student = initial_student(config.init, teachers.base, build_backbone(meta["arch"], meta["width"], data.image_size))
     module = Distiller(student, config, teachers, torch.tensor(cluster_of)).to(device)
     run_id = fingerprint("distill", asdict(config), asdict(settings), asdict(augment), seed, data.indices.tolist(),
                          cluster_of.tolist(), base, list(experts))

@@ -1,23 +1,34 @@
-"""Linear evaluation on precomputed features, kNN accuracy and per-class accuracy.
+"""Linear evaluation (augmented or on precomputed features), kNN accuracy and per-class accuracy.
 
-Protocol (the paper's "fine-tuning"): frozen backbone, a linear classifier trained with SGD
-(lr 30, momentum 0.9, batch 256, 100 epochs, cosine schedule) on a balanced set of the same size
-as the pretraining subset, top-1 on the test split. Features are computed once, so the 100
-epochs take seconds.
+Protocol (the paper's "fine-tuning", Table 1; PatrickHua/SimSiam's linear_eval.py): frozen
+backbone in eval mode, a linear classifier on its raw pooled features trained with SGD (lr 30,
+momentum 0.9, batch 256, 100 epochs, cosine schedule) on a balanced set of the same size as the
+pretraining subset, top-1 on the test split.
+
+- `augment: true` (the reference protocol): every batch is a fresh RandomResizedCrop (scale
+  0.08-1) + horizontal flip of the training images, made on the device with the project's batched
+  augmentations (augment.py), and its features are recomputed by the frozen backbone, every epoch.
+- `augment: false`: the features of the un-augmented images are computed once and the 100 epochs
+  run on them (seconds instead of minutes; not the reference protocol).
+
+Features are float32 throughout (no bf16 autocast outside training).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from . import UserError
 from .atomic import write_json
+from .augment import AugmentConfig, BatchAugment
 from .data import load_split
 from .device import resolve_device, to_device_images
-from .features import extract, load_backbone
+from .features import backbone_features, extract, load_backbone
 from .knn import knn_predict
 from .optim import cosine_lr, set_lr
 from .subsets import read_csv
@@ -25,14 +36,15 @@ from .subsets import read_csv
 
 @dataclass
 class EvalSettings:
-    epochs: int = 100
-    lr: float = 30.0
-    momentum: float = 0.9
-    batch_size: int = 256
-    weight_decay: float = 0.0
-    # Features are L2-normalised before the linear layer: lr 30 (MoCo's value) is tuned for
-    # features of that scale, and normalisation keeps it stable across methods and widths.
-    feature_norm: str = "l2"  # l2 | none
+    epochs: int = 100  # paper, Table 1
+    lr: float = 30.0  # paper, Table 1 (PatrickHua/SimSiam: 30 x batch/256 at batch 256)
+    momentum: float = 0.9  # paper, Table 1
+    batch_size: int = 256  # paper, Table 1
+    weight_decay: float = 0.0  # PatrickHua/SimSiam configs/simsiam_cifar.yaml (eval)
+    # PatrickHua/SimSiam's classifier sits on the raw pooled features (no BN, no normalisation).
+    feature_norm: str = "none"  # none | l2
+    augment: bool = True  # the reference protocol (see the module docstring); false: precomputed features
+    crop_min_scale: float = 0.08  # PatrickHua/SimSiam augmentations/eval_aug.py: RandomResizedCrop scale (0.08, 1)
     knn_k: int = 200
     knn_t: float = 0.1
     batch_size_features: int = 1024
@@ -44,38 +56,92 @@ def _prepare(features: torch.Tensor, norm: str) -> torch.Tensor:
         return F.normalize(features, dim=1)
     if norm == "none":
         return features
-    from . import UserError
-
     raise UserError(f"evaluation.feature_norm={norm!r}: use l2 or none")
+
+
+def probe_augmentation(settings: EvalSettings) -> AugmentConfig:
+    """The linear probe's training augmentation: RandomResizedCrop (ratio 3/4-4/3) + flip only."""
+    return AugmentConfig(crop_min_scale=settings.crop_min_scale, crop_max_scale=1.0, flip_p=0.5, jitter_p=0.0,
+                         brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, grayscale_p=0.0)
+
+
+def train_linear(
+    features_of: Callable[[torch.Tensor], torch.Tensor], train_y: torch.Tensor, dim: int, num_classes: int,
+    settings: EvalSettings, generator: torch.Generator,
+) -> torch.nn.Linear:
+    """SGD on a zero-initialised linear classifier; `features_of(idx)` gives the inputs of the
+    training rows `idx` (precomputed, or recomputed from augmented images)."""
+    device = train_y.device
+    classifier = torch.nn.Linear(dim, num_classes).to(device)
+    torch.nn.init.zeros_(classifier.weight)
+    torch.nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    n = train_y.shape[0]
+    batch = min(settings.batch_size, n)
+    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch, as the reference code does
+    total = settings.epochs * steps_per_epoch
+    for epoch in range(settings.epochs):
+        order = torch.randperm(n, generator=generator, device=device)
+        for step in range(steps_per_epoch):
+            set_lr(optimizer, cosine_lr(epoch * steps_per_epoch + step, total, settings.lr))
+            idx = order[step * batch:(step + 1) * batch]
+            loss = F.cross_entropy(classifier(features_of(idx)), train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if not torch.isfinite(loss):  # one host sync per epoch
+            raise UserError(f"linear evaluation diverged (loss {loss.item()} in epoch {epoch + 1}): lower "
+                            f"evaluation.lr or set evaluation.feature_norm: l2")
+    return classifier
 
 
 def linear_probe(
     train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, num_classes: int,
     settings: EvalSettings, seed: int = 0,
 ) -> torch.Tensor:
-    """Train a linear classifier on frozen features; returns the predicted test labels."""
+    """Train a linear classifier on precomputed frozen features; returns the predicted test labels."""
     generator = torch.Generator(device=train_x.device).manual_seed(seed)
     train_x, test_x = _prepare(train_x, settings.feature_norm), _prepare(test_x, settings.feature_norm)
-    classifier = torch.nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
-    torch.nn.init.zeros_(classifier.weight)
-    torch.nn.init.zeros_(classifier.bias)
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
-    n = train_x.shape[0]
-    batch = min(settings.batch_size, n)
-    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch, as the reference code does
-    total = settings.epochs * steps_per_epoch
-    for epoch in range(settings.epochs):
-        order = torch.randperm(n, generator=generator, device=train_x.device)
-        for step in range(steps_per_epoch):
-            set_lr(optimizer, cosine_lr(epoch * steps_per_epoch + step, total, settings.lr))
-            idx = order[step * batch:(step + 1) * batch]
-            loss = F.cross_entropy(classifier(train_x[idx]), train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    classifier = train_linear(lambda idx: train_x[idx], train_y, train_x.shape[1], num_classes, settings, generator)
     with torch.no_grad():
         return classifier(test_x).argmax(1)
+
+
+def augmented_linear_probe(
+    backbone: torch.nn.Module, train_images: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+    num_classes: int, mean, std, settings: EvalSettings, seed: int = 0,
+) -> torch.Tensor:
+    """Train a linear classifier on the frozen backbone's features of freshly augmented uint8
+    `train_images` (on the device) every step; returns the predicted labels of the test features."""
+    device = train_images.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    host_generator = torch.Generator().manual_seed(seed)
+    augment = BatchAugment(probe_augmentation(settings), mean, std, int(train_images.shape[2]))
+    was_training = backbone.training
+    backbone.eval()  # BatchNorm keeps its pretrained statistics
+
+    @torch.no_grad()
+    def features_of(idx: torch.Tensor) -> torch.Tensor:
+        views = augment(train_images[idx], generator, host_generator)
+        return _prepare(backbone_features(backbone, views), settings.feature_norm)
+
+    classifier = train_linear(features_of, train_y, test_x.shape[1], num_classes, settings, generator)
+    backbone.train(was_training)
+    with torch.no_grad():
+        return classifier(_prepare(test_x, settings.feature_norm)).argmax(1)
+
+
+def protocol(settings: EvalSettings) -> dict:
+    """How the linear classifier was trained, in words, for the result JSON."""
+    if settings.augment:
+        train_images = (f"RandomResizedCrop(scale {settings.crop_min_scale:g}-1, ratio 3/4-4/3) + horizontal "
+                        f"flip, features recomputed every step (frozen backbone in eval mode)")
+    else:
+        train_images = "un-augmented, features computed once"
+    return {"linear": "augmented" if settings.augment else "precomputed", "train_images": train_images,
+            "test_images": "un-augmented", "features": f"float32, feature_norm {settings.feature_norm}",
+            "lr": settings.lr, "epochs": settings.epochs, "batch_size": settings.batch_size}
 
 
 def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
@@ -97,12 +163,17 @@ def evaluate_checkpoint(
     train, test = load_split(train_data), load_split(test_data)
     eval_idx, _ = read_csv(eval_subset)
     pretrain_idx, _ = read_csv(pretrain_subset)
-    feats = lambda imgs: extract(backbone, to_device_images(imgs, device), train.mean, train.std,
-                                 settings.batch_size_features)
-    train_x, test_x = feats(train.images[eval_idx]), feats(test.images)
+    train_images = to_device_images(train.images[eval_idx], device)
+    train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features)
+    test_x = extract(backbone, to_device_images(test.images, device), train.mean, train.std,
+                     settings.batch_size_features)
     train_y = torch.from_numpy(train.labels[eval_idx]).to(device)
     test_y = torch.from_numpy(test.labels).to(device)
-    pred = linear_probe(train_x, train_y, test_x, train.num_classes, settings, seed)
+    if settings.augment:
+        pred = augmented_linear_probe(backbone, train_images, train_y, test_x, train.num_classes, train.mean,
+                                      train.std, settings, seed)
+    else:
+        pred = linear_probe(train_x, train_y, test_x, train.num_classes, settings, seed)
     knn_pred = knn_predict(train_x, train_y, test_x, train.num_classes, settings.knn_k, settings.knn_t)
     result = {
         "subset": subset_name,
@@ -116,6 +187,7 @@ def evaluate_checkpoint(
         "per_class": [100.0 * a for a in per_class_accuracy(pred, test_y, train.num_classes)],
         "classes": train.classes,
         "pretrain_epochs": meta.get("epochs"),
+        "protocol": protocol(settings),
         "settings": asdict(settings),
         "seconds": time.perf_counter() - started,
     }

@@ -14,36 +14,40 @@ from .models import build_backbone
 
 
 @torch.no_grad()
-def extract(
-    backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024, amp: bool = True,
-) -> torch.Tensor:
-    """float32 features (N, D) of uint8 NCHW `images` (already on the backbone's device)."""
+def extract(backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024) -> torch.Tensor:
+    """float32 features (N, D) of uint8 NCHW `images` (already on the backbone's device).
+
+    Computed in float32 even when called inside an autocast region: evaluation, kNN and
+    clustering read these features, and bf16 (8 bits of mantissa) would round them.
+    """
     was_training = backbone.training
     backbone.eval()
     device = images.device
-    use_amp = amp and device.type == "cuda"
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = normalize(images[start:start + batch_size], mean, std)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out.append(backbone(x).float())
+        out.append(backbone_features(backbone, normalize(images[start:start + batch_size], mean, std)))
     backbone.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, getattr(backbone, "output_dim", 0), device=device)
 
 
-def extract_all_ranks(
-    backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024, amp: bool = True,
-) -> torch.Tensor:
+def extract_all_ranks(backbone: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024) -> torch.Tensor:
     """`extract` with the work split over the ranks of a job on several processes: each rank
     extracts its contiguous share and every rank gets all features, in index order. With one
     process it is `extract`."""
     world = distributed.world_size()
     if world == 1:
-        return extract(backbone, images, mean, std, batch_size, amp)
+        return extract(backbone, images, mean, std, batch_size)
     part = distributed.shard(images.shape[0], distributed.rank(), world)
-    return distributed.gather_rows(extract(backbone, images[part], mean, std, batch_size, amp), images.shape[0])
+    return distributed.gather_rows(extract(backbone, images[part], mean, std, batch_size), images.shape[0])
+
+
+def backbone_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """float32 outputs of `backbone` (in the caller's train/eval mode) for normalised images x,
+    with autocast switched off (no bf16 even inside a training step's autocast region)."""
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, enabled=False):
+        return backbone(x.float()).float()
 
 
 def load_backbone(model_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict]:

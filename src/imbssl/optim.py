@@ -50,31 +50,53 @@ class LARS(Optimizer):
         return loss
 
 
-def split_decay_groups(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(weights, biases-and-norm-parameters): the second kind gets no weight decay / LARS scaling."""
-    decay, no_decay = [], []
+def param_groups(module: nn.Module, weight_decay: float, exclude_1d: bool, no_decay=(), fixed_lr=()) -> list[dict]:
+    """The trainable parameters of `module` in up to four groups: decayed or not, scheduled or fixed lr.
+
+    A parameter is not decayed when it is in `no_decay` or, with `exclude_1d`, is a bias or norm
+    parameter (ndim <= 1); it keeps a constant learning rate (`fixed_lr: True`, which `set_lr`
+    leaves alone) when it is in `fixed_lr`. Non-decayed groups are also excluded from LARS's
+    trust ratio (`lars_exclude`). Empty groups are left out; the order is fixed.
+    """
+    no_decay_ids, fixed_ids = {id(p) for p in no_decay}, {id(p) for p in fixed_lr}
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for param in module.parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 else decay).append(param)
-    return decay, no_decay
+        decayed = id(param) not in no_decay_ids and not (exclude_1d and param.ndim <= 1)
+        buckets.setdefault((decayed, id(param) in fixed_ids), []).append(param)
+    return [{"params": buckets[key], "weight_decay": weight_decay if key[0] else 0.0, "lars_exclude": not key[0],
+             "fixed_lr": key[1]}
+            for key in ((True, False), (False, False), (True, True), (False, True)) if key in buckets]
 
 
-def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> Optimizer:
-    """The optimizer a method asks for, with fused/foreach kernels where torch offers them."""
-    decay, no_decay = split_decay_groups(module)
-    on_cuda = any(p.is_cuda for p in decay + no_decay)
+def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    no_decay=(), fixed_lr=()) -> Optimizer:
+    """The optimizer a method asks for, with fused/foreach kernels where torch offers them.
+
+    `no_decay`: parameters kept out of weight decay (e.g. MSN's prototypes); `fixed_lr`:
+    parameters whose learning rate stays at `lr` while the schedule moves the others (SimSiam's
+    predictor with `fix_pred_lr`).
+    """
+    on_cuda = any(p.is_cuda for p in module.parameters())
     if name == "lars":
-        groups = [{"params": decay}, {"params": no_decay, "lars_exclude": True, "weight_decay": 0.0}]
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return LARS(param_groups(module, weight_decay, True, no_decay, fixed_lr), lr=lr, momentum=momentum,
+                    weight_decay=weight_decay)
     if name == "sgd":
-        # SimSiam decays every parameter (its reference code does).
-        return torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
+        # SimSiam decays every parameter, biases and BatchNorm included (its reference code does).
+        groups = _without_lars_key(param_groups(module, weight_decay, False, no_decay, fixed_lr))
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                foreach=None if on_cuda else False, fused=True if on_cuda else None)
     if name == "adamw":
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = _without_lars_key(param_groups(module, weight_decay, True, no_decay, fixed_lr))
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True if on_cuda else None)
     raise ValueError(f"unknown optimizer {name!r}: use sgd, lars or adamw")
+
+
+def _without_lars_key(groups: list[dict]) -> list[dict]:
+    for group in groups:
+        group.pop("lars_exclude")
+    return groups
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0) -> float:
@@ -86,5 +108,7 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0
 
 
 def set_lr(optimizer: Optimizer, lr: float) -> None:
+    """The scheduled learning rate for every group except those marked `fixed_lr`."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if not group.get("fixed_lr", False):
+            group["lr"] = lr

@@ -2,13 +2,18 @@
 
 - Tables 2, 3 and 4: linear-evaluation top-1 (and kNN) per subset and method, mean and sample
   std over seeds, as a long-format CSV and a Markdown table laid out like the paper's.
-- The cluster table: sizes of each partition of Experiment II and how well they match classes.
+- Paired differences under Tables 2 and 3 (a method's gain over another on the same subset, or
+  the imbalanced - balanced gap of one method): mean and 95% t-interval over seeds paired by seed
+  (analysis.paired_difference), as a CSV and a second Markdown table.
+- The cluster table: sizes of each partition of Experiment II, how well they match classes, and
+  how many optimizer steps each expert took (with a warning below `min_expert_steps`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import UserError
+from .analysis import paired_difference
 from .atomic import atomic_path, write_text
 from .subsets import order_subsets, subset_order_key
 
@@ -24,7 +30,13 @@ METHOD_LABELS = {"simsiam": "SimSiam", "simclr": "SimCLR", "msn": "MSN", "pmsn":
                  "simsiam-c-d": "SimSiam+C+D", "simsiam-d": "SimSiam+D"}
 
 TABLE_COLUMNS = ["subset", "n", "method", "top1_mean", "top1_std", "knn_top1_mean", "knn_top1_std", "seeds"]
-CLUSTER_TABLE_COLUMNS = ["subset", "seed", "kind", "k", "n", "sizes", "nmi", "ari", "backend"]
+DIFFERENCE_COLUMNS = ["subset_a", "method_a", "subset_b", "method_b", "pairs", "mean", "ci_low", "ci_high", "seeds"]
+CLUSTER_TABLE_COLUMNS = ["subset", "seed", "kind", "k", "n", "normalize", "sizes", "expert_steps", "nmi", "ari",
+                         "backend"]
+CONFIDENCE = 0.95
+UNDERTRAINED_HINT = ("Experts with that few steps are barely trained: a cluster smaller than the batch trains on "
+                     "one batch per epoch. More clustering.expert_epochs, a smaller clustering.k or (for clusters "
+                     "larger than a batch) a smaller pretrain.batch_size give them more steps.")
 
 
 def method_label(name: str) -> str:
@@ -87,11 +99,80 @@ def markdown_table(summary: pd.DataFrame, methods: Sequence[str], title: str = "
     return "\n".join(lines) + "\n"
 
 
-def write_table(result_jsons, methods, out_csv, out_md, title: str = "") -> pd.DataFrame:
-    """Table 2 from per-run result JSONs: long-format CSV and a Markdown table like the paper's."""
-    summary = summarize(load_results(result_jsons))
+def _by_seed(results: pd.DataFrame, subset: str, method: str) -> dict[int, float]:
+    rows = results[(results["subset"] == subset) & (results["method"] == method)]
+    return {int(seed): float(top1) for seed, top1 in zip(rows["seed"], rows["top1"])}
+
+
+def paired_differences(results: pd.DataFrame, comparisons: Sequence[tuple[str, str, str, str]]) -> pd.DataFrame:
+    """One row per comparison (subset_a, method_a, subset_b, method_b): top-1 of a minus top-1 of
+    b, mean and 95% t-interval over the seeds both have (ci n/a with one pair)."""
+    rows = []
+    for subset_a, method_a, subset_b, method_b in comparisons:
+        diff = paired_difference(_by_seed(results, subset_a, method_a), _by_seed(results, subset_b, method_b),
+                                 CONFIDENCE)
+        rows.append({"subset_a": subset_a, "method_a": method_a, "subset_b": subset_b, "method_b": method_b,
+                     "pairs": diff.pairs, "mean": diff.mean, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
+                     "seeds": " ".join(map(str, diff.seeds))})
+    return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
+
+
+def method_comparisons(results: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    """(method a - method b on the same subset) for every subset where both were run, paper order."""
+    present = set(zip(results["subset"], results["method"]))
+    return [(subset, a, subset, b) for subset in order_subsets(results["subset"]) for a, b in pairs
+            if (subset, a) in present and (subset, b) in present]
+
+
+def imbalance_comparisons(results: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(imbalanced-pX - balanced-pX) for every factor X and method run on both subsets."""
+    present = set(zip(results["subset"], results["method"]))
+    methods = list(dict.fromkeys(results["method"]))
+    return [(subset, method, "balanced-" + subset.removeprefix("imbalanced-"), method)
+            for subset in order_subsets(results["subset"]) if subset.startswith("imbalanced-")
+            for method in methods
+            if (subset, method) in present and ("balanced-" + subset.removeprefix("imbalanced-"), method) in present]
+
+
+def _interval(row) -> str:
+    if row.ci_low is None or pd.isna(row.ci_low):
+        return "n/a"
+    return f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+
+
+def markdown_differences(differences: pd.DataFrame) -> str:
+    """The paired differences as a Markdown table (a note when there are none)."""
+    lines = [f"**Paired differences** of top-1 (percentage points): mean over seeds paired by seed and its "
+             f"{CONFIDENCE:.0%} t-interval (n/a with fewer than two seeds)", ""]
+    if differences.empty:
+        return "\n".join(lines + ["No pair of runs to compare."]) + "\n"
+    lines.append("| A | B | pairs | A − B | 95% CI |")
+    lines.append("|---|---|---:|---:|---|")
+    for row in differences.itertuples():
+        lines.append(f"| {row.method_a} on {row.subset_a} | {row.method_b} on {row.subset_b} | {row.pairs} | "
+                     f"{row.mean:+.2f} | {_interval(row)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(result_jsons, methods, out_csv, out_md, title: str = "",
+                differences: Sequence[tuple[str, str]] = (), imbalance_gaps: bool = False,
+                out_differences: str | os.PathLike | None = None) -> pd.DataFrame:
+    """A results table from per-run result JSONs: long-format CSV and a Markdown table like the
+    paper's. With `differences` (pairs of method labels: a - b on each subset) or
+    `imbalance_gaps` (imbalanced-pX - balanced-pX per method), the paired differences follow the
+    table in the Markdown and go to `out_differences` as CSV."""
+    results = load_results(result_jsons)
+    summary = summarize(results)
     write_csv(summary, out_csv)
-    write_text(out_md, markdown_table(summary, methods, title))
+    markdown = markdown_table(summary, methods, title)
+    if differences or imbalance_gaps:
+        comparisons = method_comparisons(results, differences) + (imbalance_comparisons(results) if imbalance_gaps
+                                                                   else [])
+        table = paired_differences(results, comparisons)
+        markdown += "\n" + markdown_differences(table)
+        if out_differences is not None:
+            write_csv(table, out_differences)
+    write_text(out_md, markdown)
     return summary
 
 
@@ -107,26 +188,71 @@ def read_summary(path: str | os.PathLike) -> dict:
         raise UserError(f"cannot read cluster summary {path}: {err}; rerun the cluster rule") from err
 
 
-def cluster_table(summary_files: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """One row per partition (summary.json), paper subset order, then seed and kind."""
-    rows = []
-    for path in summary_files:
-        summary = read_summary(path)
+def expert_steps(metrics_csv: str | os.PathLike) -> int:
+    """Optimizer steps an expert took: the `steps` column of the last row of its metrics.csv."""
+    try:
+        frame = pd.read_csv(metrics_csv)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"cannot read expert metrics {metrics_csv}: {err}; rerun its expert job") from err
+    if "steps" not in frame.columns or frame.empty:
+        raise UserError(f"expert metrics {metrics_csv} have no `steps` column: rerun its expert job")
+    return int(frame["steps"].iloc[-1])
+
+
+def cluster_table(summary_files: Sequence[str | os.PathLike],
+                  expert_metrics: Sequence[str | os.PathLike] = (),
+                  min_expert_steps: int = 50) -> tuple[pd.DataFrame, list[str]]:
+    """One row per partition (summary.json), paper subset order, then seed and kind, and the
+    warnings about experts that took fewer than `min_expert_steps` optimizer steps.
+
+    `expert_metrics`: the experts' metrics.csv files, partition by partition in the order of
+    `summary_files`, clusters 0..k-1 within each (none: no step counts).
+    """
+    summaries = [read_summary(path) for path in summary_files]
+    for path, summary in zip(summary_files, summaries):
         missing = [key for key in ("k", "sizes", "nmi", "ari", "backend") if key not in summary]
         if missing:
             raise UserError(f"cluster summary {path} lacks {missing}; rerun the cluster rule")
+    metrics = list(expert_metrics)
+    needed = sum(int(summary["k"]) for summary in summaries)
+    if metrics and len(metrics) != needed:
+        raise UserError(f"cluster table: {len(metrics)} expert metrics files for {needed} clusters; "
+                        f"pass one per cluster of every partition, in the order of the summaries")
+    rows, warnings, position = [], [], 0
+    for summary in summaries:
         row = {key: summary.get(key) for key in CLUSTER_TABLE_COLUMNS}
         row["sizes"] = " / ".join(str(s) for s in summary["sizes"])
+        if metrics:
+            steps = [expert_steps(p) for p in metrics[position:position + int(summary["k"])]]
+            position += int(summary["k"])
+            row["expert_steps"] = " / ".join(map(str, steps))
+            for j, (count, size) in enumerate(zip(steps, summary["sizes"])):
+                if count < min_expert_steps:
+                    warnings.append(
+                        f"expert {j} of {summary.get('subset')}/{summary.get('kind')}/seed{summary.get('seed')} "
+                        f"({size} images) took {count} optimizer steps, fewer than clustering.min_expert_steps = "
+                        f"{min_expert_steps}")
         rows.append(row)
     rows.sort(key=lambda row: (subset_order_key(str(row["subset"])), row["seed"] or 0, str(row["kind"])))
-    return pd.DataFrame(rows, columns=CLUSTER_TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=CLUSTER_TABLE_COLUMNS), warnings
 
 
-def write_cluster_table(summary_files: Sequence[str | os.PathLike], out_csv, out_md) -> pd.DataFrame:
-    """results/tables/clusters.{csv,md}: cluster sizes and how well clusters match classes."""
-    table = cluster_table(summary_files)
+def write_cluster_table(summary_files: Sequence[str | os.PathLike], out_csv, out_md,
+                        expert_metrics: Sequence[str | os.PathLike] = (), min_expert_steps: int = 50) -> pd.DataFrame:
+    """results/tables/clusters.{csv,md}: cluster sizes, how well clusters match classes and the
+    experts' optimizer steps; each expert below `min_expert_steps` is warned about on stderr (the
+    job's log) and under the Markdown table."""
+    table, warnings = cluster_table(summary_files, expert_metrics, min_expert_steps)
     write_csv(table, out_csv)
     header = ("**Clusters of the base features** (NMI/ARI to the classes, reporting only; "
-              "kind `random` = the +D ablation's partition)\n\n")
-    write_text(out_md, header + table.to_markdown(index=False, floatfmt=".3f") + "\n")
+              "kind `random` = the +D ablation's partition; `normalize` = the k-means input; "
+              "`expert_steps` = optimizer steps each cluster's expert took)\n\n")
+    notes = "".join(f"\n**Warning:** {warning}\n" for warning in warnings)
+    if warnings:
+        notes += f"\n{UNDERTRAINED_HINT}\n"
+    for warning in warnings:
+        print(f"[imbssl] warning: {warning}", file=sys.stderr)
+    if warnings:
+        print(f"[imbssl] {UNDERTRAINED_HINT}", file=sys.stderr)
+    write_text(out_md, header + table.to_markdown(index=False, floatfmt=".3f") + "\n" + notes)
     return table

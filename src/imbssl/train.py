@@ -48,7 +48,6 @@ from .subsets import read_csv
 class TrainSettings:
     epochs: int = 300
     batch_size: int = 1024
-    warmup_epochs: int = 0
     checkpoint_every: int = 10  # epochs between resumable checkpoints
     knn_every: int = 10  # epochs between kNN monitoring (0: only at the end)
     knn_k: int = 200
@@ -253,6 +252,13 @@ def train_loop(
     steps_per_epoch = n // batch_size
     total_steps = settings.epochs * steps_per_epoch
     distributed.convert_sync_batchnorm(module, device)  # in place: every BatchNorm is a child
+    warmup_epochs = module.config.warmup_epochs
+    if warmup_epochs >= settings.epochs:
+        raise UserError(f"{module.section}.warmup_epochs={warmup_epochs} leaves no epoch of the {settings.epochs} "
+                        f"this job trains for the cosine schedule: lower it below {settings.epochs}")
+    if distributed.is_main():  # small clusters (Experiment II's experts) may get few steps: say how many
+        print(f"[imbssl] {out_dir}: {n} images in batches of {batch_size}: {settings.epochs} epochs x "
+              f"{steps_per_epoch} steps = {total_steps} optimizer steps", file=sys.stderr)
     peak_lr = module.peak_lr(batch_size)
     optimizer = module.make_optimizer(batch_size)
     amp = settings.amp and device.type == "cuda"
@@ -289,7 +295,7 @@ def train_loop(
         started = time.perf_counter()
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
-            lr = cosine_lr(global_step, total_steps, peak_lr, settings.warmup_epochs * steps_per_epoch)
+            lr = cosine_lr(global_step, total_steps, peak_lr, warmup_epochs * steps_per_epoch)
             set_lr(optimizer, lr)
             index = distributed.rank_batch(order, step, batch_size, rank, world)
             loss, metrics = train_step(model, optimizer, images, index, augment, generator, host_generator,
@@ -302,7 +308,7 @@ def train_loop(
                 _check_finite(running, epoch, out_dir)
                 progress.steps(step + 1, running)
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "lr": lr}
+        row = {"epoch": epoch + 1, "lr": lr, "steps": (epoch + 1) * steps_per_epoch}
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) / steps_per_epoch
         row.update(zip(sums, means.tolist()))
         _check_finite(row["loss"], epoch, out_dir)
@@ -343,6 +349,7 @@ def train_step(
         loss, metrics = module(views, index)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.unwrap(module).clip_gradients()  # after DDP averaged the gradients: the same on every rank
     optimizer.step()
     return loss, metrics
 
@@ -351,14 +358,15 @@ def _check_finite(loss: float, epoch: int, out_dir: Path) -> None:
     if not math.isfinite(loss):
         raise UserError(
             f"training diverged: loss is {loss} in epoch {epoch + 1} ({out_dir}); lower the method's "
-            f"base_lr or raise pretrain.warmup_epochs, then rerun"
+            f"base_lr or raise its warmup_epochs, then rerun"
         )
 
 
 def monitor_knn(backbone: nn.Module, monitor: Monitor, settings: TrainSettings) -> float:
-    """kNN top-1 (%) of the test split against the training images' features."""
-    bank = extract_all_ranks(backbone, monitor.bank_images, monitor.mean, monitor.std, amp=settings.amp)
-    test = extract_all_ranks(backbone, monitor.test_images, monitor.mean, monitor.std, amp=settings.amp)
+    """kNN top-1 (%) of the test split against the training images' features (float32, as in
+    evaluation: bf16 autocast is for training steps only)."""
+    bank = extract_all_ranks(backbone, monitor.bank_images, monitor.mean, monitor.std)
+    test = extract_all_ranks(backbone, monitor.test_images, monitor.mean, monitor.std)
     return 100.0 * knn_accuracy(bank, monitor.bank_labels, test, monitor.test_labels, monitor.num_classes,
                                 settings.knn_k, settings.knn_t)
 

@@ -78,7 +78,7 @@ rule cluster:
         kmeans=cli_flags(
             {
                 key: config["clustering"][key]
-                for key in ("k", "backend", "n_init", "max_iter")
+                for key in ("k", "backend", "n_init", "max_iter", "normalize")
             }
         ),
         out_dir=subpath(output.summary, parent=True),

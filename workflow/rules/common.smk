@@ -102,9 +102,15 @@ def pretrain_code(method):
 
 
 EVALUATE_CODE = code_hash(
-    "evaluate.py", "features.py", "device.py", "distributed.py", "knn.py"
+    "evaluate.py",
+    "features.py",
+    "device.py",
+    "distributed.py",
+    "knn.py",
+    "augment.py",
+    "optim.py",
 )
-TABLES_CODE = code_hash("tables.py")
+TABLES_CODE = code_hash("tables.py", "analysis.py")
 FIGURES_CODE = code_hash("figures.py")
 FEATURES_CODE = code_hash(
     "features.py", "device.py", "distributed.py", "models.py", "vit.py"
@@ -248,6 +254,30 @@ def expert_inputs(wildcards):
     if config["clustering"]["expert_init"] == "base":
         inputs["init"] = rules.base.output.model.format(**wildcards)
     return inputs
+
+
+def cluster_table_inputs(wildcards):
+    """Every partition's summary.json and, in the same order (cluster 0 first), the metrics.csv of
+    each of its experts (their optimizer steps go into the table)."""
+    partitions = [
+        (subset, seed, kind)
+        for subset in CLUSTER_SUBSETS
+        for seed in SEEDS
+        for kind in KINDS
+    ]
+    return {
+        "summaries": [
+            f"results/clusters/{subset}/seed{seed}/{kind}/summary.json"
+            for subset, seed, kind in partitions
+        ],
+        "experts": [
+            rules.expert.output.metrics.format(
+                subset=subset, kind=kind, seed=seed, cluster=j
+            )
+            for subset, seed, kind in partitions
+            for j in range(K)
+        ],
+    }
 
 
 def distill_inputs(wildcards):

@@ -14,6 +14,7 @@ rule table2:
         result_jsons(),
     output:
         **table_outputs("table2", "Experiment I", "Table 2"),
+        differences="results/tables/table2_differences.csv",
     log:
         "results/logs/table2.log",
     benchmark:
@@ -25,10 +26,12 @@ rule table2:
         title=table_title(
             "Table 2: linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
+        # imbalanced-pX - balanced-pX of each method, paired by seed.
+        differences=lambda wildcards, output: f"--imbalance-gaps --out-differences {output.differences}",
         code=TABLES_CODE,
     shell:
         "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " {params.differences} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 use rule table2 as table3 with:
@@ -36,6 +39,7 @@ use rule table2 as table3 with:
         result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
     output:
         **table_outputs("table3", "Experiment II", "Table 3"),
+        differences="results/tables/table3_differences.csv",
     log:
         "results/logs/table3.log",
     benchmark:
@@ -45,6 +49,11 @@ use rule table2 as table3 with:
         methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
         title=table_title(
             "Table 3: linear evaluation top-1 accuracy (%), mean ± std over seeds"
+        ),
+        # The gains of the students over SimSiam on each subset, paired by seed.
+        differences=lambda wildcards, output: (
+            "--difference SimSiam+C+D SimSiam --difference SimSiam+D SimSiam"
+            f" --out-differences {output.differences}"
         ),
 
 
@@ -64,16 +73,12 @@ use rule table2 as table4 with:
         title=table_title(
             "Table 4: MSN vs PMSN (SimSiam for reference), linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
+        differences="",
 
 
 rule cluster_table:
     input:
-        expand(
-            "results/clusters/{subset}/seed{seed}/{kind}/summary.json",
-            subset=CLUSTER_SUBSETS,
-            seed=SEEDS,
-            kind=KINDS,
-        ),
+        unpack(cluster_table_inputs),
     output:
         **table_outputs("clusters", "Experiment II", "Cluster quality"),
     log:
@@ -83,10 +88,13 @@ rule cluster_table:
     conda:
         "../../envs/pytorch.yaml"
     params:
+        min_steps=cli_flags(
+            {"min_expert_steps": config["clustering"]["min_expert_steps"]}
+        ),
         code=TABLES_CODE,
     shell:
-        "imbssl cluster-table --summaries {input}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "imbssl cluster-table --summaries {input.summaries} --expert-metrics {input.experts}"
+        " {params.min_steps} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule figure1:

@@ -27,15 +27,21 @@ from ..vit import random_keep
 from .registry import Method, MethodConfig, output_std, register
 
 PRIORS = ("uniform", "powerlaw")
+EMA_SCHEDULES = ("linear", "cosine")
 KL_DIRECTIONS = ("mean_to_prior", "prior_to_mean")
 
 
 @dataclass
 class MSNConfig(MethodConfig):
-    optimizer: str = "adamw"
-    base_lr: float = 5e-4  # per 256 images, as DeiT/DINO-style ViT recipes
-    weight_decay: float = 0.04  # MSN's starting weight decay
+    optimizer: str = "adamw"  # facebookresearch/msn src/msn_train.py (AdamW)
+    # MSN's lr is 1e-3 at its total batch of 1,024 (64 per GPU x 16 GPUs; configs/pretrain/
+    # msn_vits16.yaml), absolute; scaled linearly here, 2.5e-4 x 1024/256 gives that value.
+    base_lr: float = 2.5e-4
+    weight_decay: float = 0.04  # MSN's starting weight decay (its schedule raises it to 0.4)
     momentum: float = 0.9  # unused by adamw
+    warmup_epochs: int = 15  # facebookresearch/msn configs/pretrain/msn_vits16.yaml (warmup: 15)
+    clip_grad: float = 3.0  # max L2 norm of the encoder's gradients (MSN's clip_grad; 0 disables)
+    decay_prototypes: bool = False  # MSN keeps its prototypes out of weight decay
     proj_hidden_dim: int = 2048
     proj_dim: int = 256
     num_prototypes: int = 1024
@@ -43,7 +49,8 @@ class MSNConfig(MethodConfig):
     target_temperature: float = 0.025  # 0.1 x MSN's sharpening exponent 0.25
     sinkhorn_iters: int = 3  # 0 disables the balancing of the targets
     mask_ratio: float = 0.15  # share of patches dropped from the anchor (ViT only)
-    ema_start: float = 0.996  # target-encoder momentum, cosine schedule to 1
+    ema_start: float = 0.996  # target-encoder momentum at the start, rising to 1 over the run
+    ema_schedule: str = "linear"  # linear (MSN's ramp) | cosine
     symmetric: bool = False  # also use view 2 as a masked anchor for view 1's target
     prior: str = "uniform"  # uniform (MSN) | powerlaw (PMSN)
     prior_weight: float = 1.0  # lambda
@@ -129,10 +136,15 @@ def soft_cross_entropy(targets: torch.Tensor, probs: torch.Tensor) -> torch.Tens
     return -(targets * torch.log(probs.clamp_min(1e-12))).sum(dim=1).mean()
 
 
-def ema_momentum(progress: float, start: float) -> float:
-    """Target momentum: `start` at progress 0, rising to 1 at progress 1 on a half cosine."""
+def ema_momentum(progress: float, start: float, schedule: str = "linear") -> float:
+    """Target momentum: `start` at progress 0, rising to 1 at progress 1, linearly (MSN's ramp)
+    or on a half cosine (BYOL's)."""
     progress = min(max(progress, 0.0), 1.0)
-    return 1.0 - (1.0 - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    if schedule == "linear":
+        return start + (1.0 - start) * progress
+    if schedule == "cosine":
+        return 1.0 - (1.0 - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    raise UserError(f"msn.ema_schedule={schedule!r}: use one of {', '.join(EMA_SCHEDULES)}")
 
 
 @torch.no_grad()
@@ -156,6 +168,8 @@ class MSN(Method):
         super().__init__(backbone, config)
         if config.prior not in PRIORS:
             raise UserError(f"{self.name}.prior={config.prior!r}: use one of {', '.join(PRIORS)}")
+        if config.ema_schedule not in EMA_SCHEDULES:
+            raise UserError(f"{self.name}.ema_schedule={config.ema_schedule!r}: use one of {', '.join(EMA_SCHEDULES)}")
         if config.kl_direction not in KL_DIRECTIONS:
             raise UserError(f"{self.name}.kl_direction={config.kl_direction!r}: use one of "
                             f"{', '.join(KL_DIRECTIONS)}")
@@ -223,8 +237,17 @@ class MSN(Method):
             "prior_term": reg.detach(),
         }
 
+    def no_decay_parameters(self):
+        return [] if self.config.decay_prototypes else [self.prototypes]
+
+    def clip_gradients(self) -> None:
+        """MSN clips the encoder's gradients (backbone and projector), not the prototypes'."""
+        if self.config.clip_grad > 0:
+            encoder = [*self.backbone.parameters(), *self.projector.parameters()]
+            torch.nn.utils.clip_grad_norm_(encoder, self.config.clip_grad)
+
     def after_step(self, progress: float) -> None:
-        momentum = ema_momentum(progress, self.config.ema_start)
+        momentum = ema_momentum(progress, self.config.ema_start, self.config.ema_schedule)
         ema_update_(self.target["backbone"], self.backbone, momentum)
         ema_update_(self.target["projector"], self.projector, momentum)
 

@@ -23,6 +23,7 @@ class MethodConfig:
     base_lr: float = 0.03  # scaled by batch_size / 256
     weight_decay: float = 1e-5
     momentum: float = 0.9
+    warmup_epochs: int = 0  # linear warm-up of the learning rate, then the cosine schedule
 
 
 class Method(nn.Module):
@@ -30,6 +31,8 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     num_views: ClassVar[int] = 2
+    # The config section holding the method's settings, for messages (default: its name).
+    config_section: ClassVar[str | None] = None
 
     def __init__(self, backbone: nn.Module, config: MethodConfig):
         super().__init__()
@@ -61,9 +64,25 @@ class Method(nn.Module):
         """What model.pt keeps of the trained module (a resume checkpoint keeps all of it)."""
         return self.state_dict()
 
+    @property
+    def section(self) -> str:
+        return self.config_section or self.name
+
     def make_optimizer(self, batch_size: int) -> torch.optim.Optimizer:
-        lr = self.config.base_lr * batch_size / 256
-        return build_optimizer(self, self.config.optimizer, lr, self.config.weight_decay, self.config.momentum)
+        return build_optimizer(self, self.config.optimizer, self.peak_lr(batch_size), self.config.weight_decay,
+                               self.config.momentum, no_decay=self.no_decay_parameters(),
+                               fixed_lr=self.fixed_lr_parameters())
+
+    def no_decay_parameters(self) -> list[nn.Parameter]:
+        """Parameters kept out of weight decay beyond the optimizer's own rule (none by default)."""
+        return []
+
+    def fixed_lr_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose learning rate stays at the peak while the schedule moves the rest."""
+        return []
+
+    def clip_gradients(self) -> None:
+        """Hook between backward and the optimizer step (MSN clips its encoder's gradients here)."""
 
     def peak_lr(self, batch_size: int) -> float:
         return self.config.base_lr * batch_size / 256

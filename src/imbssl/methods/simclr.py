@@ -22,6 +22,7 @@ class SimCLRConfig(MethodConfig):
     base_lr: float = 0.3
     weight_decay: float = 1e-6
     momentum: float = 0.9
+    warmup_epochs: int = 10  # PatrickHua/SimSiam configs/simclr_cifar.yaml (the paper says only "cosine")
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
     temperature: float = 0.5

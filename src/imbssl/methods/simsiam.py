@@ -13,12 +13,16 @@ from .registry import Method, MethodConfig, output_std, register
 
 @dataclass
 class SimSiamConfig(MethodConfig):
-    optimizer: str = "sgd"
-    base_lr: float = 0.03
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # paper, Table 1
+    base_lr: float = 0.03  # paper, Table 1
+    weight_decay: float = 1e-5  # paper, Table 1 (PatrickHua/SimSiam's CIFAR config: 5e-4)
+    momentum: float = 0.9  # PatrickHua/SimSiam configs/simsiam_cifar.yaml
+    warmup_epochs: int = 10  # PatrickHua/SimSiam configs/simsiam_cifar.yaml (the paper says only "cosine")
     proj_dim: int = 2048
     pred_hidden_dim: int = 512
+    # The predictor's lr stays at base_lr x batch/256 for the whole run, warm-up included, as in
+    # PatrickHua/SimSiam (main.py: constant_predictor_lr=True; SimSiam paper, end of Section 4.2).
+    fix_pred_lr: bool = True
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -40,3 +44,6 @@ class SimSiam(Method):
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
         return loss, {"out_std": output_std(z1)}
+
+    def fixed_lr_parameters(self):
+        return list(self.predictor.parameters()) if self.config.fix_pred_lr else []
