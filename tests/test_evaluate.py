@@ -83,10 +83,12 @@ def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp
     assert augmented["knn_top1"] == result["knn_top1"]
 
 
-def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain_subset(tmp_path):
+@pytest.mark.parametrize("augment", [True, False])
+def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain_subset(tmp_path, augment):
     """The eval subset holds classes 0 and 1 only; the pretraining subset and the test split are all
     class 2. A probe or kNN fitted on the eval subset never predicts class 2 (its logit only falls
-    from zero): top-1 is 0. Fitted on the test split or the pretraining subset, it would be 100."""
+    from zero): top-1 is 0. Fitted on the test split or the pretraining subset, it would be 100.
+    Both protocols: each calls its own probe."""
     from imbssl.methods import build_method
     from imbssl.models import build_backbone
     from imbssl.train import save_model
@@ -106,7 +108,8 @@ def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain
                        mean=[0.5] * 3, std=[0.25] * 3, epochs=0)
     result = evaluate_checkpoint(str(model), str(tmp_path / "train.npz"), str(tmp_path / "test.npz"),
                                  str(tmp_path / "eval.csv"), str(tmp_path / "pretrain.csv"), "x", "SimSiam", 0,
-                                 str(tmp_path / "r.json"), EvalSettings(epochs=3, batch_size=4, knn_k=5))
+                                 str(tmp_path / "r.json"), EvalSettings(epochs=3, batch_size=4, knn_k=5, augment=augment))
+    assert result["settings"]["augment"] is augment
     assert (result["n"], result["eval_n"], result["test_n"]) == (6, 12, 6)
     assert result["top1"] == 0.0 and result["knn_top1"] == 0.0
     assert result["per_class"] == [0.0, 0.0, 0.0]
