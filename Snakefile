@@ -77,3 +77,14 @@ rule all:
         # The power-law prior: MSN vs PMSN.
         rules.table4.output if PRIOR_METHODS else [],
         rules.figure4.output if PRIOR_METHODS else [],
+        # Where the accuracy goes: per class, by head / medium / tail, against class frequency.
+        rules.per_class_table.output,
+        rules.table2_groups.output if BASELINES else [],
+        rules.frequency_table2.output if BASELINES else [],
+        rules.table3_groups.output if CLUSTER_SUBSETS else [],
+        rules.frequency_table3.output if CLUSTER_SUBSETS else [],
+        rules.table4_groups.output if PRIOR_METHODS else [],
+        rules.frequency_table4.output if PRIOR_METHODS else [],
+        # Training curves (loss, kNN monitor, output std) of the first seed.
+        expand(rules.training_curves.output, subset=SUBSETS),
+        expand(rules.stage_curves.output, subset=CLUSTER_SUBSETS),

@@ -148,7 +148,7 @@ def test_config_error_is_one_line_naming_the_key(config, expected):
 
 def test_valid_configs_have_no_error():
     assert config_error({}, SCHEMA) is None
-    for path in ("config.yaml", "config/demo.yaml"):
+    for path in ("config.yaml", "config/demo.yaml", "config/cifar100-lt.yaml"):
         assert config_error(yaml.safe_load((REPO / path).read_text()), SCHEMA) is None, path
 
 
@@ -212,12 +212,16 @@ def test_paper_config_plans_every_experiment(workdir):
     result = dry_run(workdir)
     assert result.returncode == 0, result.stderr
     # 5 subsets x 4 methods pretrained; Experiment II on 2 subsets: 2 bases, 2 x 2 partitions x
-    # k=5 experts, 2 x 2 students; 20 + 4 evaluations; MSN/PMSN prototype usage on one subset.
+    # k=5 experts, 2 x 2 students; 20 + 4 evaluations; MSN/PMSN prototype usage on one subset;
+    # per experiment a table by class group and an accuracy-against-frequency figure, the
+    # per-class table, training curves of the 5 subsets and Experiment II's stages on 2.
     assert job_counts(result.stdout) == {
         "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 24,
         "base": 2, "features": 2, "cluster": 2, "partition_random": 2, "expert": 20, "distill": 4,
         "prototype_usage": 2, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1,
-        "figure1": 1, "figure3": 2, "figure4": 1, "all": 1, "total": 89,
+        "table2_groups": 1, "table3_groups": 1, "table4_groups": 1, "per_class_table": 1,
+        "frequency_table2": 1, "frequency_table3": 1, "frequency_table4": 1, "training_curves": 5, "stage_curves": 2,
+        "figure1": 1, "figure3": 2, "figure4": 1, "all": 1, "total": 103,
     }
 
 
@@ -228,7 +232,9 @@ def test_demo_config_plans_every_experiment_small(workdir):
         "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 24,
         "base": 2, "features": 2, "cluster": 2, "partition_random": 2, "expert": 8, "distill": 4,
         "prototype_usage": 2, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1,
-        "figure1": 1, "figure3": 2, "figure4": 1, "all": 1, "total": 77,
+        "table2_groups": 1, "table3_groups": 1, "table4_groups": 1, "per_class_table": 1,
+        "frequency_table2": 1, "frequency_table3": 1, "frequency_table4": 1, "training_curves": 5, "stage_curves": 2,
+        "figure1": 1, "figure3": 2, "figure4": 1, "all": 1, "total": 91,
     }
 
 
@@ -401,6 +407,74 @@ def test_plan_error_checks_the_epoch_budget_only_when_experiment_ii_runs():
     assert plan_error(config) is None
 
 
+def test_cifar100_lt_preset_plans_the_seven_subsets(workdir):
+    preset = ("--configfile", "config/cifar100-lt.yaml")
+    jobs = planned_jobs(workdir, *preset)
+    subsets = ["imbalanced-p10", "imbalanced-p50", "imbalanced-p100",
+               "balanced-p10", "balanced-p50", "balanced-p100", "full"]
+    pretrain = [job["wildcards"] for job in jobs if job["rule"] == "pretrain"]
+    methods = yaml.safe_load((workdir / "config.yaml").read_text())["methods"]
+    assert sorted((w["subset"], w["method"]) for w in pretrain) == \
+        sorted((subset, method) for subset in subsets for method in methods)
+    experts = {job["wildcards"]["subset"] for job in jobs if job["rule"] == "expert"}
+    assert experts == {"imbalanced-p10", "imbalanced-p50", "imbalanced-p100"}
+    printed = subprocess.run([sys.executable, "-m", "snakemake", "results/subsets/full.csv", "-n", "-p", *preset],
+                             cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert "imbssl prepare-data --name cifar100 --root data/cifar100 " in printed.stdout
+    assert "imbssl subsets --train-data results/data/train.npz --imbalance-factors 10.0 50.0 100.0 " \
+           "--profile exponential " in printed.stdout
+
+
+def test_the_profile_reaches_the_subsets_command(workdir):
+    printed = subprocess.run([sys.executable, "-m", "snakemake", "results/subsets/full.csv", "-n", "-p",
+                              "--config", "subsets={profile: step}"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert "--imbalance-factors 10.0 100.0 --profile step --seed 0 " in printed.stdout
+
+
+def test_an_imbalance_factor_that_empties_a_cifar_class_stops_snakemake_in_one_line(workdir):
+    # CIFAR-100, exponential: class 99 keeps floor(500 / 1000) = 0 images; 500 is the largest valid factor.
+    result = dry_run(workdir, "--config", "dataset={name: cifar100, root: data/cifar100}",
+                     "subsets={imbalance_factors: [1000]}")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("config error: subsets.imbalance_factors: 1000 with subsets.profile: exponential "
+                                "leaves 10 of 100 classes with 0 images"), errors[0]
+    assert "at most 500 " in errors[0] and "dataset.name: cifar100" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "Job stats" not in result.stdout + result.stderr  # no DAG was built
+
+
+def test_plan_error_checks_emptied_classes_where_the_train_counts_are_known():
+    from imbssl.config_check import plan_error
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["dataset"]["name"] = "cifar100"
+    config["subsets"]["imbalance_factors"] = [1000]
+    config["clustering"]["subsets"] = []
+    config["prior_figure"]["subset"] = "imbalanced-p1000"
+    assert "at most 500 " in plan_error(config)
+    config["subsets"]["imbalance_factors"] = [500]  # floor(500 / 500) = 1
+    config["prior_figure"]["subset"] = "imbalanced-p500"
+    assert plan_error(config) is None
+    # CIFAR-10, step: the tail keeps floor(5000 / p), so 5000 is valid and 5001 is not.
+    config["dataset"]["name"] = "cifar10"
+    config["subsets"]["profile"] = "step"
+    config["subsets"]["imbalance_factors"] = [5000]
+    config["prior_figure"]["subset"] = "imbalanced-p5000"
+    assert plan_error(config) is None
+    config["subsets"]["imbalance_factors"] = [5001]
+    config["prior_figure"]["subset"] = "imbalanced-p5001"
+    message = plan_error(config)
+    assert message.startswith("config error: subsets.imbalance_factors: 5001 with subsets.profile: step "
+                              "leaves 5 of 10 classes with 0 images") and "at most 5000 " in message
+    # Other datasets' counts are only known to the subsets job, which reports the same.
+    config["dataset"]["name"] = "folder"
+    assert plan_error(config) is None
+
+
 # --- Snakemake's own checks stay clean --------------------------------------------------------
 
 def test_snakemake_lint_reports_nothing(workdir):
@@ -455,3 +529,33 @@ def test_gpus_and_slots_of_a_job_are_its_resources_and_launcher_never_its_settin
     resources, command = job_resources(workdir, "--config", "pretrain={gpus: 4, nodes: 2}")["pretrain"]
     assert (resources["gres"], resources["nodes"], resources["gpu"]) == ("gpu:4", "2", "0")  # 4 per node
     assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 2 ")
+
+
+@pytest.mark.parametrize("override, expected", [
+    # ImageNet-LT's > 100 / < 20 on CIFAR-10: imbalanced-p10 keeps 500-5000 images per class, no tail
+    ("analysis={groups: thresholds}",
+     "config error: analysis.groups: thresholds head > 100 / tail < 20 images leave medium and tail empty on "
+     "imbalanced-p10 of cifar10 (its classes have 500 to 5000 training images)"),
+    ("analysis={groups: thresholds, head_above: 50, tail_below: 60}",
+     "config error: analysis.tail_below (60) is above analysis.head_above (50)"),
+])
+def test_group_thresholds_that_leave_a_group_empty_stop_snakemake_in_one_line(workdir, override, expected):
+    result = dry_run(workdir, "--config", override)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and errors[0].startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr and "Job stats" not in result.stdout + result.stderr
+
+
+def test_group_thresholds_that_fit_the_subsets_plan():
+    from imbssl.config_check import plan_error
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    # head > 1000, tail < 100 images: CIFAR-10 p=10 (5000 ... 1077 | 834, 645, 500) has no tail, an
+    # error; p=100 (5000 ... 1077 | 645 ... 139 | 83, 50) has all three groups.
+    config["analysis"] = {"groups": "thresholds", "head_above": 1000, "tail_below": 100}
+    assert "tail empty on imbalanced-p10 of cifar10" in plan_error(config)
+    config["subsets"]["imbalance_factors"] = [100]
+    config["prior_figure"]["subset"] = "imbalanced-p100"
+    config["clustering"]["subsets"] = ["imbalanced-p100"]
+    assert plan_error(config) is None

@@ -69,6 +69,41 @@ def test_cifar10_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch
     assert not (tmp_path / "t.npz").exists()
 
 
+def test_cifar100_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network\nat all")  # a multi-line reason stays one line
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(UserError) as err:
+        prepare("cifar100", tmp_path, tmp_path / "t.npz", tmp_path / "e.npz")
+    message = str(err.value)
+    assert message.startswith("dataset.name=cifar100: could not read or download CIFAR-100")
+    assert "cifar-100-python.tar.gz" in message and "cifar-100-python/" in message
+    assert "dataset.name: folder" in message and "\n" not in message
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_prepare_data_offline_prints_one_line(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    from imbssl import cli
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Dataset not found or corrupted.")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    monkeypatch.setattr("sys.argv", ["imbssl", "prepare-data", "--name", "cifar100", "--root", str(tmp_path),
+                                     "--out-train", str(tmp_path / "t.npz"), "--out-test", str(tmp_path / "e.npz")])
+    assert cli.main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("imbssl: error: dataset.name=cifar100")
+    assert "cifar-100-python.tar.gz" in err
+
+
 def test_channel_stats_by_hand():
     images = np.zeros((2, 1, 1, 3), np.uint8)
     images[1] = 255

@@ -33,6 +33,8 @@ def test_per_class_accuracy_by_hand():
     pred = torch.tensor([0, 0, 1, 1, 1])
     labels = torch.tensor([0, 1, 1, 1, 2])
     assert per_class_accuracy(pred, labels, 3) == pytest.approx([1.0, 2 / 3, 0.0])
+    # a class with no test images has no accuracy (None), even when it is predicted
+    assert per_class_accuracy(torch.tensor([3, 0, 1]), torch.tensor([0, 0, 1]), 4) == [0.5, 1.0, None, None]
 
 
 def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp_path):
@@ -66,6 +68,9 @@ def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp
     # top-1 is the per-class accuracies weighted by the test split's class counts.
     counts = np.bincount(load_split(test).labels, minlength=10)
     assert result["top1"] == pytest.approx(sum(a * c for a, c in zip(result["per_class"], counts)) / counts.sum())
+    assert result["test_class_counts"] == counts.tolist()
+    assert result["knn_top1"] == pytest.approx(
+        sum(a * c for a, c in zip(result["knn_per_class"], counts)) / counts.sum())
     # The same seed gives the same numbers; the returned dict is what was written.
     assert {k: v for k, v in returned.items() if k != "seconds"} == \
         {k: v for k, v in result.items() if k != "seconds"}
@@ -112,7 +117,9 @@ def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain
     assert result["settings"]["augment"] is augment
     assert (result["n"], result["eval_n"], result["test_n"]) == (6, 12, 6)
     assert result["top1"] == 0.0 and result["knn_top1"] == 0.0
-    assert result["per_class"] == [0.0, 0.0, 0.0]
+    # classes 0 and 1 have no test images: unknown (null), never 0 or 100
+    assert result["per_class"] == [None, None, 0.0] and result["knn_per_class"] == [None, None, 0.0]
+    assert result["test_class_counts"] == [0, 0, 6] and result["train_class_counts"] == [0, 0, 6]
 
 
 class MeanColour(torch.nn.Module):

@@ -75,12 +75,48 @@ def table(demo: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(demo / "results/tables" / f"{name}.csv")
 
 
+# What reads the result JSONs of each experiment: its table, its table by class group and its
+# accuracy-against-frequency figure; and the per-class table, which reads every result.
+EXPERIMENT_I_VIEWS = {"table2": 1, "table2_groups": 1, "frequency_table2": 1}
+EXPERIMENT_II_VIEWS = {"table3": 1, "table3_groups": 1, "frequency_table3": 1}
+PRIOR_VIEWS = {"table4": 1, "table4_groups": 1, "frequency_table4": 1}
+PER_CLASS = {"per_class_table": 1}
+ALL_VIEWS = {**EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PRIOR_VIEWS, **PER_CLASS}
+# Training curves of the 5 subsets (every method's metrics.csv) and Experiment II's stages (2 subsets).
+CURVES = {"training_curves": 5}
+STAGES = {"stage_curves": 2}
+
+
 def test_table2_has_both_baselines_on_every_subset(demo):
     csv = table(demo, "table2")
     assert len(csv) == 10
     assert set(zip(csv.subset, csv.method)) == {(s, m) for s in SUBSETS for m in ("SimSiam", "SimCLR")}
     assert csv.top1_mean.between(0, 100).all() and csv.top1_mean.notna().all()
     assert (csv.seeds == 1).all() and (csv.top1_std == 0).all()  # the demo's one seed
+
+
+def test_group_tables_split_every_imbalanced_subset_into_head_medium_tail(demo):
+    csv = table(demo, "table2_groups")
+    assert len(csv) == 10 * 2  # subsets x methods, linear probe and kNN
+    assert set(csv.probe) == {"linear", "knn"}
+    grouped = csv[csv.subset != "full"]  # balanced-pX takes its imbalanced twin's groups
+    for column in ("head_mean", "medium_mean", "tail_mean", "balancedness_mean", "worst_mean"):
+        assert grouped[column].between(0, 100).all(), column
+    assert (csv.worst_mean <= csv.top1_mean + 1e-9).all()
+    assert "| imbalanced-p100 |" in (demo / "results/tables/table2_groups.md").read_text()
+    for name in ("table3_groups", "table4_groups"):
+        assert not table(demo, name).empty
+
+
+def test_per_class_table_has_every_class_of_every_run(demo):
+    import numpy as np
+
+    csv = table(demo, "per_class")
+    assert len(csv) == 24 * 10  # every evaluated run (24) x the 10 digit classes
+    imbalanced = csv[(csv.subset == "imbalanced-p100") & (csv.method == "SimSiam")].sort_values("class")
+    labels = pd.read_csv(demo / "results/subsets/imbalanced-p100.csv")["label"]
+    assert imbalanced.train_images.tolist() == np.bincount(labels, minlength=10).tolist()
+    assert imbalanced.group.tolist()[:4] == ["head"] * 4 and imbalanced.group.tolist()[-3:] == ["tail"] * 3
 
 
 def test_table3_has_the_four_methods_on_both_imbalanced_subsets(demo):
@@ -129,7 +165,10 @@ def test_paired_differences_follow_tables_2_and_3(demo):
 
 
 @pytest.mark.parametrize("name", ["figure1_class_distribution", "figure3_imbalanced-p10",
-                                  "figure3_imbalanced-p100", "figure4_prototype_usage"])
+                                  "figure3_imbalanced-p100", "figure4_prototype_usage",
+                                  "accuracy_vs_frequency_table2", "accuracy_vs_frequency_table3",
+                                  "accuracy_vs_frequency_table4", "curves/imbalanced-p100",
+                                  "curves/experiment2_imbalanced-p10"])
 def test_figures_are_written_as_png_and_pdf(demo, name):
     png, pdf = (demo / "results/figures" / f"{name}.{ext}" for ext in ("png", "pdf"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -186,11 +225,9 @@ def test_where_jobs_run_reruns_nothing(demo):
 
 
 def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
-    assert planned(demo, "--config", "evaluation={epochs: 5}") == {
-        "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+    assert planned(demo, "--config", "evaluation={epochs: 5}") == {"evaluate": 24, **ALL_VIEWS}
     # the reference protocol (augmented probe) instead of the demo's precomputed features: no training
-    assert planned(demo, "--config", "evaluation={augment: true}") == {
-        "evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+    assert planned(demo, "--config", "evaluation={augment: true}") == {"evaluate": 24, **ALL_VIEWS}
 
 
 def test_the_expert_step_threshold_rewrites_the_cluster_table_only(demo):
@@ -199,23 +236,35 @@ def test_the_expert_step_threshold_rewrites_the_cluster_table_only(demo):
 
 def test_the_student_init_reruns_the_students_only(demo):
     assert planned(demo, "--config", "clustering={distill: {init: scratch}}") == {
-        "distill": 4, "evaluate": 4, "table3": 1}
+        "distill": 4, "evaluate": 4, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES}
+
+
+FIGURES = {"figure1": 1, "figure3": 2, "figure4": 1, "frequency_table2": 1, "frequency_table3": 1,
+           "frequency_table4": 1, **CURVES, **STAGES}
 
 
 def test_plot_settings_redraw_figures_only(demo):
-    assert planned(demo, "--config", "plots={dpi: 80}") == {"figure1": 1, "figure3": 2, "figure4": 1}
+    assert planned(demo, "--config", "plots={dpi: 80}") == FIGURES
+
+
+@pytest.mark.parametrize("override", ["analysis={groups: thresholds, head_above: 60, tail_below: 30}",
+                                      "analysis={tail_below: 5}"])
+def test_group_settings_rewrite_the_class_tables_and_figures_only(demo, override):
+    """Head/medium/tail are computed from the result files: no training, no evaluation."""
+    counts = planned(demo, "--config", override)
+    assert counts == {"table2_groups": 1, "table3_groups": 1, "table4_groups": 1, "per_class_table": 1,
+                      "frequency_table2": 1, "frequency_table3": 1, "frequency_table4": 1}
+    assert not (TRAINING_RULES | {"evaluate"}) & set(counts)
 
 
 def test_a_simclr_setting_retrains_simclr_and_what_depends_on_it(demo):
     assert planned(demo, "--config", "simclr={temperature: 0.2}") == {
-        "pretrain": 5, "evaluate": 5, "table2": 1, "table3": 1}
+        "pretrain": 5, "evaluate": 5, **EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PER_CLASS, **CURVES}
 
 
 @pytest.mark.parametrize("override", ["clustering={n_init: 2}", "clustering={normalize: l2}"])
 def test_a_clustering_setting_reruns_experiment_ii_from_the_clusters_on(demo, override):
-    assert planned(demo, "--config", override) == {
-        "cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
-        "table3": 1, "cluster_table": 1, "figure3": 2}
+    assert planned(demo, "--config", override) == EXPERIMENT_II_AFTER_CLUSTERING
 
 
 def test_an_evaluation_code_edit_reruns_evaluations_not_training(demo):
@@ -228,7 +277,7 @@ def test_an_evaluation_code_edit_reruns_evaluations_not_training(demo):
         counts = planned(demo)
     finally:
         module.write_text(original)
-    assert counts == {"evaluate": 24, "table2": 1, "table3": 1, "table4": 1}
+    assert counts == {"evaluate": 24, **ALL_VIEWS}
     assert not TRAINING_RULES & set(counts)
 
 
@@ -237,23 +286,31 @@ def test_an_evaluation_code_edit_reruns_evaluations_not_training(demo):
 # and evaluated; Experiment II on 2 subsets: 2 bases -> features -> clusters -> 2 partitions x k=2
 # experts -> 2 x 2 students, evaluated; prototype usage of MSN and PMSN on one subset.
 EXPERIMENT_II_AFTER_CLUSTERING = {"cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
-                                  "table3": 1, "cluster_table": 1, "figure3": 2}
+                                  **EXPERIMENT_II_VIEWS, **PER_CLASS, "cluster_table": 1, "figure3": 2, **STAGES}
+CLASS_VIEWS = {"table2_groups": 1, "table3_groups": 1, "table4_groups": 1, **PER_CLASS, "frequency_table2": 1,
+               "frequency_table3": 1, "frequency_table4": 1}
 CODE_EDITS = {
     # A method's module retrains that method only (and whatever is built on it).
-    "methods/simclr.py": {"pretrain": 5, "evaluate": 5, "table2": 1, "table3": 1},
-    "methods/msn.py": {"pretrain": 10, "evaluate": 10, "prototype_usage": 2, "table4": 1, "figure4": 1},
+    "methods/simclr.py": {"pretrain": 5, "evaluate": 5, **EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PER_CLASS,
+                          **CURVES},
+    "methods/msn.py": {"pretrain": 10, "evaluate": 10, "prototype_usage": 2, **PRIOR_VIEWS, **PER_CLASS,
+                       "figure4": 1, **CURVES},
     # SimSiam: its 5 pretraining jobs, and Experiment II's base and experts (SimSiam too) from the
     # start: base -> features -> all of the above; 5 + 4 evaluations and every table.
     "methods/simsiam.py": {**EXPERIMENT_II_AFTER_CLUSTERING, "pretrain": 5, "base": 2, "features": 2,
-                           "evaluate": 9, "table2": 1, "table4": 1},
+                           "evaluate": 9, **ALL_VIEWS, **CURVES},
     # The training loop: every training job, everything after it (not the data or Figure 1).
     "train.py": {**EXPERIMENT_II_AFTER_CLUSTERING, "pretrain": 20, "base": 2, "features": 2, "evaluate": 24,
-                 "prototype_usage": 2, "table2": 1, "table4": 1, "figure4": 1},
+                 "prototype_usage": 2, **ALL_VIEWS, "figure4": 1, **CURVES},
     "cluster.py": EXPERIMENT_II_AFTER_CLUSTERING,
-    "distill.py": {"distill": 4, "evaluate": 4, "table3": 1},
+    "distill.py": {"distill": 4, "evaluate": 4, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES},
     "prototypes.py": {"prototype_usage": 2, "figure4": 1},
-    "tables.py": {"table2": 1, "table3": 1, "table4": 1, "cluster_table": 1},
-    "figures.py": {"figure1": 1, "figure3": 2, "figure4": 1},
+    "tables.py": {"table2": 1, "table3": 1, "table4": 1, "cluster_table": 1, "table2_groups": 1,
+                  "table3_groups": 1, "table4_groups": 1, **PER_CLASS},
+    # The groups: every table and figure by class group (analysis.py also holds Tables 2-4's statistics).
+    "per_class.py": CLASS_VIEWS,
+    "analysis.py": {**CLASS_VIEWS, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1},
+    "figures.py": FIGURES,
 }
 
 
@@ -275,7 +332,10 @@ def test_report_holds_every_table_and_figure(demo):
     html = (demo / "results/report.html").read_text()
     for name in ("table2.csv", "table2.md", "table3.csv", "table3.md", "table4.csv", "table4.md",
                  "clusters.csv", "clusters.md", "figure1_class_distribution.png", "figure3_imbalanced-p10.png",
-                 "figure3_imbalanced-p100.png", "figure4_prototype_usage.png"):
+                 "figure3_imbalanced-p100.png", "figure4_prototype_usage.png", "table2_groups.md", "table3_groups.md",
+                 "table4_groups.md", "per_class.csv", "per_class.md", "accuracy_vs_frequency_table2.png",
+                 "accuracy_vs_frequency_table3.png", "accuracy_vs_frequency_table4.png",
+                 "experiment2_imbalanced-p100.png", *(f"curves/{subset}.png" for subset in SUBSETS)):
         assert name in html, name
-    for category in ("Experiment I", "Experiment II", "Power-law prior"):
+    for category in ("Experiment I", "Experiment II", "Power-law prior", "Per class", "Training curves"):
         assert f'"{category}"' in html, category

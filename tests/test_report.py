@@ -122,7 +122,7 @@ def test_figure_writes_png_and_pdf_without_torch(tmp_path):
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["figure1.pdf", "figure1.png"]
 
 
-@pytest.mark.parametrize("module", ["imbssl.tables", "imbssl.figures"])
+@pytest.mark.parametrize("module", ["imbssl.tables", "imbssl.figures", "imbssl.per_class", "imbssl.analysis"])
 def test_tables_and_figures_do_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -154,7 +154,7 @@ def test_figure1_labels_the_classes_with_the_prepared_splits_names(tmp_path, mon
 
 
 def test_class_counts_per_subset_in_paper_order(tmp_path):
-    from imbssl.figures import class_counts
+    from imbssl.subsets import subset_class_counts as class_counts
 
     labels = np.array([0, 0, 0, 1, 1, 2])
     write_csv(tmp_path / "full.csv", np.arange(6), labels)
@@ -191,3 +191,74 @@ def test_table3_columns_follow_the_method_list_with_n_a_for_methods_not_run(tmp_
         "| imbalanced-p10 | 400 | n/a | 60.00 ± 0.00 | 63.00 ± 0.00 | n/a |",
         "| imbalanced-p100 | 250 | n/a | n/a | n/a | 51.50 ± 0.00 |",
     ]
+
+
+# --- accuracy against class frequency, training curves ---
+
+
+def test_frequency_curve_averages_classes_of_one_count_then_seeds():
+    from imbssl.figures import frequency_curve
+
+    runs = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "x": [100, 10, 10, 100, 10, 10],
+                         "accuracy": [90.0, 40.0, 60.0, 80.0, 30.0, float("nan")]})
+    curve = frequency_curve(runs).set_index("x")
+    assert list(curve.index) == [100, 10]  # head first
+    # x=100: seeds 90, 80 -> mean 85, std (ddof 1) 7.07; x=10: seed 0 (40+60)/2 = 50, seed 1 30 (NaN left out)
+    assert curve.loc[100, "mean"] == pytest.approx(85.0) and curve.loc[100, "std"] == pytest.approx(np.std([90, 80], ddof=1))
+    assert curve.loc[10, "mean"] == pytest.approx(40.0) and curve.loc[10, "count"] == 2
+
+
+def _metrics_csv(path, epochs, knn_every=2, offset=0.0):
+    rows = ["epoch,lr,steps,loss,out_std,images_per_s,seconds,knn_top1"]
+    for e in range(1, epochs + 1):
+        knn = f"{50 + e}" if e % knn_every == 0 else ""
+        rows.append(f"{e},0.1,{e * 3},{offset + 1 / e},{0.06 + e / 1000},100,1,{knn}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_frequency_figure_and_training_curves_are_drawn(tmp_path):
+    from imbssl.figures import figure_accuracy_vs_frequency, figure_stage_curves, figure_training_curves
+
+    write_csv(tmp_path / "imbalanced-p4.csv", np.arange(7), np.repeat([0, 1, 2], [4, 2, 1]))
+    write_csv(tmp_path / "balanced-p4.csv", np.arange(6), np.repeat([0, 1, 2], 2))
+    results = []
+    for subset, seed in (("imbalanced-p4", 0), ("imbalanced-p4", 1), ("balanced-p4", 0)):
+        path = tmp_path / f"{subset}-{seed}.json"
+        path.write_text(json.dumps({"subset": subset, "method": "SimSiam", "seed": seed, "n": 7, "top1": 50.0,
+                                    "knn_top1": 50.0, "per_class": [90.0, 50.0, 10.0 + seed],
+                                    "knn_per_class": [80.0, 40.0, None], "test_class_counts": [5, 5, 5]}))
+        results.append(path)
+    outs = [tmp_path / "f.png", tmp_path / "f.pdf"]
+    figure_accuracy_vs_frequency(results, [tmp_path / "imbalanced-p4.csv", tmp_path / "balanced-p4.csv"], outs,
+                                 "title", PlotSettings(dpi=40))
+    assert outs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and outs[1].read_bytes()[:5] == b"%PDF-"
+    metrics = [_metrics_csv(tmp_path / f"m{i}.csv", 4) for i in range(2)]
+    figure_training_curves(metrics, ["SimSiam", "SimCLR"], [tmp_path / "c.png"], "t", PlotSettings(dpi=40))
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(UserError, match="2 metrics files for 1 labels"):
+        figure_training_curves(metrics, ["SimSiam"], [tmp_path / "x.png"])
+    figure_stage_curves(metrics[0], [[metrics[0], metrics[1]], [metrics[1], metrics[0]]], metrics, ["kmeans", "random"],
+                        [tmp_path / "s.png"], "t", PlotSettings(dpi=40))
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_training_curves_need_a_metrics_file_with_epochs_and_loss(tmp_path):
+    from imbssl.figures import read_metrics
+
+    (tmp_path / "m.csv").write_text("epoch,lr\n1,0.1\n")
+    with pytest.raises(UserError, match=r"lack columns \['loss'\]: rerun its training job"):
+        read_metrics(tmp_path / "m.csv")
+    with pytest.raises(UserError, match="cannot read training metrics"):
+        read_metrics(tmp_path / "missing.csv")
+
+
+def test_figure_stages_cli_splits_the_experts_by_kind(tmp_path):
+    from imbssl.cli import main
+
+    metrics = [str(_metrics_csv(tmp_path / f"m{i}.csv", 3)) for i in range(3)]
+    assert main(["figure-stages", "--base", metrics[0], "--kinds", "kmeans", "random", "--experts", *metrics,
+                 "--students", metrics[0], metrics[1], "--out", str(tmp_path / "s.png")]) == 2  # 3 experts, 2 kinds
+    assert main(["figure-stages", "--base", metrics[0], "--kinds", "kmeans", "random", "--experts", *metrics[:2],
+                 "--students", metrics[0], metrics[1], "--out", str(tmp_path / "s.png"), "--dpi", "40"]) == 0
+    assert (tmp_path / "s.png").exists()

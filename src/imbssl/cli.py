@@ -22,7 +22,7 @@ def _cmd_prepare_data(args):
 def _cmd_subsets(args):
     from .subsets import write_all
 
-    write_all(args.train_data, args.imbalance_factors, args.seed, args.out_dir)
+    write_all(args.train_data, args.imbalance_factors, args.seed, args.out_dir, profile=args.profile)
 
 
 def _pretrain_parser(parser: argparse.ArgumentParser, method: str | None) -> None:
@@ -99,7 +99,7 @@ def _cmd_figure_subsets(args):
 
 
 def _args_prepare_data(p):
-    p.add_argument("--name", required=True, choices=["cifar10", "folder", "digits"])
+    p.add_argument("--name", required=True, choices=["cifar10", "cifar100", "folder", "digits"])
     p.add_argument("--root", default="data")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--classes", nargs="+", default=None, help="class order for folder datasets")
@@ -111,7 +111,11 @@ def _args_prepare_data(p):
 
 def _args_subsets(p):
     p.add_argument("--train-data", required=True)
+    from .subsets import PROFILES
+
     p.add_argument("--imbalance-factors", type=float, nargs="+", required=True)
+    p.add_argument("--profile", choices=PROFILES, default="exponential",
+                   help="exponential (CIFAR-LT) or step (Buda et al. 2018: half the classes keep n/p)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
 
@@ -331,6 +335,111 @@ def _cmd_figure_prototypes(args):
     figure_prototype_usage(args.usage, args.out, args.title, from_args(PlotSettings, args))
 
 
+def _args_results_and_subsets(p):
+    from .analysis import AnalysisSettings
+    from .settings import add_flags
+
+    p.add_argument("--results", nargs="+", required=True, help="result JSONs (the evaluate rule's)")
+    p.add_argument("--subsets", nargs="+", required=True,
+                   help="subset CSVs: every subset of the results and their imbalanced twins")
+    add_flags(p, AnalysisSettings, "analysis")
+
+
+def _args_group_table(p):
+    _args_results_and_subsets(p)
+    p.add_argument("--methods", nargs="+", required=True, help="method labels in column order")
+    p.add_argument("--title", default="")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+
+
+def _cmd_group_table(args):
+    from .analysis import AnalysisSettings
+    from .per_class import write_group_table
+    from .settings import from_args
+
+    write_group_table(args.results, args.subsets, args.methods, args.out_csv, args.out_md, args.title,
+                      from_args(AnalysisSettings, args))
+
+
+def _args_per_class_table(p):
+    _args_results_and_subsets(p)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+
+
+def _cmd_per_class_table(args):
+    from .analysis import AnalysisSettings
+    from .per_class import write_per_class_table
+    from .settings import from_args
+
+    write_per_class_table(args.results, args.subsets, args.out_csv, args.out_md, from_args(AnalysisSettings, args))
+
+
+def _args_figure_frequency(p):
+    from .figures import PlotSettings
+    from .settings import add_flags
+
+    _args_results_and_subsets(p)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", nargs="+", required=True)
+    add_flags(p, PlotSettings, "plot")
+
+
+def _cmd_figure_frequency(args):
+    from .analysis import AnalysisSettings
+    from .figures import PlotSettings, figure_accuracy_vs_frequency
+    from .settings import from_args
+
+    figure_accuracy_vs_frequency(args.results, args.subsets, args.out, args.title, from_args(PlotSettings, args),
+                                 from_args(AnalysisSettings, args))
+
+
+def _args_figure_curves(p):
+    from .figures import PlotSettings
+    from .settings import add_flags
+
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.csv of each training job")
+    p.add_argument("--labels", nargs="+", required=True, help="a name per metrics file (column titles)")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", nargs="+", required=True)
+    add_flags(p, PlotSettings, "plot")
+
+
+def _cmd_figure_curves(args):
+    from .figures import PlotSettings, figure_training_curves
+    from .settings import from_args
+
+    figure_training_curves(args.metrics, args.labels, args.out, args.title, from_args(PlotSettings, args))
+
+
+def _args_figure_stages(p):
+    from .figures import PlotSettings
+    from .settings import add_flags
+
+    p.add_argument("--base", required=True, help="the base model's metrics.csv")
+    p.add_argument("--kinds", nargs="+", required=True, help="partition kinds, one figure column each")
+    p.add_argument("--experts", nargs="+", required=True,
+                   help="the experts' metrics.csv, kind by kind in --kinds order, as many per kind")
+    p.add_argument("--students", nargs="+", required=True, help="a student's metrics.csv per kind")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", nargs="+", required=True)
+    add_flags(p, PlotSettings, "plot")
+
+
+def _cmd_figure_stages(args):
+    from .figures import PlotSettings, figure_stage_curves
+    from .settings import from_args
+
+    per_kind, extra = divmod(len(args.experts), len(args.kinds))
+    if extra:
+        raise UserError(f"figure-stages: {len(args.experts)} expert metrics files do not split evenly over "
+                        f"{len(args.kinds)} kinds; pass the same number of experts per kind")
+    experts = [args.experts[i * per_kind:(i + 1) * per_kind] for i in range(len(args.kinds))]
+    figure_stage_curves(args.base, experts, args.students, args.kinds, args.out, args.title,
+                        from_args(PlotSettings, args))
+
+
 # name -> (help, adds the command's flags, runs it). Flags are added only for the command being
 # run, so that e.g. `imbssl table` never imports torch.
 COMMANDS = {
@@ -351,6 +460,16 @@ COMMANDS = {
     "prototype-usage": ("how many images each MSN/PMSN prototype wins", _args_prototype_usage,
                         _cmd_prototype_usage),
     "figure-prototypes": ("prototype usage vs the prior, log-log", _args_figure_prototypes, _cmd_figure_prototypes),
+    "group-table": ("head/medium/tail, balancedness and worst-class accuracy over seeds", _args_group_table,
+                    _cmd_group_table),
+    "per-class-table": ("per-class accuracy of every run, with train images and group", _args_per_class_table,
+                        _cmd_per_class_table),
+    "figure-frequency": ("per-class accuracy against the class's training images", _args_figure_frequency,
+                         _cmd_figure_frequency),
+    "figure-curves": ("loss, kNN monitor and output std per epoch of training jobs", _args_figure_curves,
+                      _cmd_figure_curves),
+    "figure-stages": ("Experiment II's training curves: base -> experts -> student", _args_figure_stages,
+                      _cmd_figure_stages),
     "bench": ("training throughput: the engine vs a conventional DataLoader pipeline", _args_bench, _cmd_bench),
 }
 

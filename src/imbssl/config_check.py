@@ -8,8 +8,8 @@ with one line such as
     config error: subsets.imbalance_factors[0]: 0.5 is less than the minimum of 1 (fix it in config.yaml or --config)
 
 After Snakemake's validation has filled in the defaults, `check_plan` checks what the schema
-cannot express (the Experiment II epoch budget, subset names used by other sections), with the
-same one-line format.
+cannot express (the Experiment II epoch budget, subset names used by other sections, an imbalance
+factor that would leave a CIFAR class without images), with the same one-line format.
 
 Only jsonschema and yaml are imported here, so a bad config fails in about a second.
 """
@@ -171,6 +171,9 @@ def plan_error(config: dict) -> str | None:
     from .subsets import subset_names
 
     subsets = subset_names(config["subsets"]["imbalance_factors"])
+    empty = empty_class_plan_error(config) or analysis_plan_error(config)
+    if empty is not None:
+        return empty
     clustering = config["clustering"]
     unknown = [name for name in clustering["subsets"] if name not in subsets]
     if unknown:
@@ -192,6 +195,49 @@ def plan_error(config: dict) -> str | None:
         return (f"config error: prior_figure.subset: {config['prior_figure']['subset']} is not among the "
                 f"configured subsets ({', '.join(subsets)}) ({FIX})")
     return None
+
+
+def empty_class_plan_error(config: dict) -> str | None:
+    """An imbalance factor that would leave a class without images, for the datasets whose train
+    counts are known without reading data (data.TRAIN_CLASS_COUNTS); the subsets job reports the
+    same for any other dataset."""
+    from .data import TRAIN_CLASS_COUNTS
+    from .subsets import empty_class_error
+
+    name = config["dataset"]["name"]
+    class_counts = TRAIN_CLASS_COUNTS.get(name)
+    if class_counts is None:
+        return None
+    profile = config["subsets"].get("profile", "exponential")
+    per_class = sorted(set(class_counts))
+    images = str(per_class[0]) if len(per_class) == 1 else f"{per_class[0]}-{per_class[-1]}"
+    for factor in config["subsets"]["imbalance_factors"]:
+        message = empty_class_error(class_counts, factor, profile)
+        if message is not None:
+            return (f"config error: {message} (dataset.name: {name} has {images} train images per class; "
+                    f"{FIX})")
+    return None
+
+
+def analysis_plan_error(config: dict) -> str | None:
+    """Head / medium / tail settings that cannot give three groups: crossed thresholds always; a
+    group left empty on an imbalanced subset for the datasets whose train counts are known (the
+    group tables report the same for any other dataset)."""
+    from .analysis import AnalysisSettings, empty_groups_error, settings_error
+    from .data import TRAIN_CLASS_COUNTS
+    from .subsets import imbalanced_counts
+
+    settings = AnalysisSettings(**config["analysis"])
+    message = settings_error(settings)
+    class_counts = TRAIN_CLASS_COUNTS.get(config["dataset"]["name"])
+    if message is None and class_counts is not None:
+        profile = config["subsets"].get("profile", "exponential")
+        for factor in config["subsets"]["imbalance_factors"]:
+            counts = imbalanced_counts(class_counts, factor, profile)
+            message = empty_groups_error(counts, settings, f"imbalanced-p{factor:g} of {config['dataset']['name']}")
+            if message:
+                break
+    return None if message is None else f"config error: {message} ({FIX})"
 
 
 def launch_error(config: dict) -> str | None:

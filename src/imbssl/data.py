@@ -1,4 +1,4 @@
-"""Dataset sources (cifar10, folder, digits) decoded once into uint8 arrays and cached as .npz.
+"""Dataset sources (cifar10, cifar100, folder, digits) decoded once into uint8 arrays and cached as .npz.
 
 Every later job reads the cache (`load_split`), so no job decodes images again.
 Arrays are NHWC uint8 with int64 labels; the cache also stores class names and the
@@ -16,7 +16,10 @@ import numpy as np
 from . import UserError
 from .atomic import atomic_path
 
-SOURCES = ("cifar10", "folder", "digits")
+SOURCES = ("cifar10", "cifar100", "folder", "digits")
+# Images per class of the train split, for the sources where it is known without reading data
+# (the config check uses it before any job runs).
+TRAIN_CLASS_COUNTS = {"cifar10": [5000] * 10, "cifar100": [500] * 100}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
@@ -33,20 +36,33 @@ class Split:
         return len(self.classes)
 
 
-def load_cifar10(root: str | os.PathLike) -> tuple[dict, dict, list[str]]:
-    """CIFAR-10 through torchvision: read a local copy, or download it when missing."""
-    from torchvision.datasets import CIFAR10
+# dataset.name -> (torchvision class, name in messages, archive, folder it unpacks to).
+CIFAR = {
+    "cifar10": ("CIFAR10", "CIFAR-10", "cifar-10-python.tar.gz", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python"),
+}
 
+
+def load_cifar(name: str, root: str | os.PathLike) -> tuple[dict, dict, list[str]]:
+    """CIFAR-10 or CIFAR-100 through torchvision: read a local copy, or download it when missing.
+
+    CIFAR-100 gives its 100 fine labels and their names (torchvision's `targets` and `classes`).
+    """
+    import torchvision.datasets
+
+    class_name, title, archive, folder = CIFAR[name]
+    dataset = getattr(torchvision.datasets, class_name)
     root = Path(root)
-    local = (root / "cifar-10-batches-py").is_dir()
+    local = (root / folder).is_dir()
     try:
-        train = CIFAR10(str(root), train=True, download=not local)
-        test = CIFAR10(str(root), train=False, download=False)
+        train = dataset(str(root), train=True, download=not local)
+        test = dataset(str(root), train=False, download=False)
     except Exception as err:  # offline, a partial download or a bad checksum
+        reason = f"{type(err).__name__}: {err}".replace("\n", " ")
         raise UserError(
-            f"dataset.name=cifar10: could not read or download CIFAR-10 into dataset.root={root} "
-            f"({type(err).__name__}: {err}). Put cifar-10-python.tar.gz or the unpacked "
-            f"cifar-10-batches-py/ folder in {root}, or set dataset.name: folder to read an image folder"
+            f"dataset.name={name}: could not read or download {title} into dataset.root={root} "
+            f"({reason}). Put {archive} or the unpacked "
+            f"{folder}/ folder in {root}, or set dataset.name: folder to read an image folder"
         ) from err
     to_arrays = lambda ds: {"images": np.asarray(ds.data, np.uint8), "labels": np.asarray(ds.targets, np.int64)}
     return to_arrays(train), to_arrays(test), list(train.classes)
@@ -197,8 +213,8 @@ def prepare(
     split_seed: int = 0,
 ) -> None:
     """Decode a dataset source once and cache both splits as .npz files."""
-    if name == "cifar10":
-        train, test, names = load_cifar10(root)
+    if name in CIFAR:
+        train, test, names = load_cifar(name, root)
     elif name == "folder":
         train, test, names = load_folder(root, classes, image_size)
     elif name == "digits":

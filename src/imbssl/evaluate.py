@@ -144,10 +144,16 @@ def protocol(settings: EvalSettings) -> dict:
             "lr": settings.lr, "epochs": settings.epochs, "batch_size": settings.batch_size}
 
 
-def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
+def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float | None]:
+    """Fraction of each class's test images predicted right; None for a class with no test images
+    (its accuracy is unknown, not 0 or 1)."""
     correct = torch.zeros(num_classes, device=labels.device).scatter_add_(0, labels, (pred == labels).float())
-    total = torch.bincount(labels, minlength=num_classes).clamp(min=1)
-    return (correct / total).tolist()
+    total = torch.bincount(labels, minlength=num_classes)
+    return [None if n == 0 else c / n for c, n in zip(correct.tolist(), total.tolist())]
+
+
+def _percent(values: list[float | None]) -> list[float | None]:
+    return [None if v is None else 100.0 * v for v in values]
 
 
 def evaluate_checkpoint(
@@ -184,7 +190,13 @@ def evaluate_checkpoint(
         "test_n": int(len(test_y)),
         "top1": 100.0 * (pred == test_y).float().mean().item(),
         "knn_top1": 100.0 * (knn_pred == test_y).float().mean().item(),
-        "per_class": [100.0 * a for a in per_class_accuracy(pred, test_y, train.num_classes)],
+        # Per-class accuracies (%) of the linear probe and of kNN, null for a class absent from the
+        # test split; the images of each class in the pretraining subset and in the test split.
+        "per_class": _percent(per_class_accuracy(pred, test_y, train.num_classes)),
+        "knn_per_class": _percent(per_class_accuracy(knn_pred, test_y, train.num_classes)),
+        "train_class_counts": torch.bincount(torch.from_numpy(train.labels[pretrain_idx]),
+                                             minlength=train.num_classes).tolist(),
+        "test_class_counts": torch.bincount(test_y, minlength=train.num_classes).tolist(),
         "classes": train.classes,
         "pretrain_epochs": meta.get("epochs"),
         "protocol": protocol(settings),

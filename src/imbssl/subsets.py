@@ -1,5 +1,9 @@
 """Imbalance profiles and their balanced counterparts, written as index files. No torch needed.
 
+Two profiles (`subsets.profile`) of imbalance factor p over classes c = 0..C-1 with n_c images:
+exponential (Cui et al. 2019, CIFAR-LT) keeps floor(n_c * p**(-c/(C-1))); step (Buda et al. 2018)
+keeps all images of the first ceil(C/2) classes and floor(n_c / p) of the other floor(C/2).
+
 A subset is a list of indices into the train split. Subsets are drawn with their own seed
 (`subsets.seed`), so training seeds never change which images a subset holds.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -16,15 +21,74 @@ from . import UserError
 from .atomic import write_text
 
 
-def exponential_counts(class_counts: list[int], factor: float) -> list[int]:
-    """Class c keeps floor(n_c * factor**(-c/(C-1))) images: the head keeps all, the tail 1/factor."""
+PROFILES = ("exponential", "step")
+
+
+def _check_factor(factor: float) -> None:
     if factor < 1:
         raise UserError(f"subsets.imbalance_factors: {factor} < 1; an imbalance factor must be >= 1")
+
+
+def exponential_counts(class_counts: list[int], factor: float) -> list[int]:
+    """Class c keeps floor(n_c * factor**(-c/(C-1))) images: the head keeps all, the tail 1/factor."""
+    _check_factor(factor)
     num_classes = len(class_counts)
     if num_classes < 2:
         return list(class_counts)
     # math.floor of a float product: exact enough here (CIFAR-10 gives 20,431 and 12,406).
     return [math.floor(n * factor ** (-c / (num_classes - 1))) for c, n in enumerate(class_counts)]
+
+
+def step_counts(class_counts: list[int], factor: float) -> list[int]:
+    """Buda et al. 2018's step imbalance: the first ceil(C/2) classes keep all their images, the
+    other floor(C/2) keep floor(n_c / factor)."""
+    _check_factor(factor)
+    head = math.ceil(len(class_counts) / 2)
+    return [n if c < head else math.floor(n / factor) for c, n in enumerate(class_counts)]
+
+
+def _profile_counts(class_counts: list[int], factor: float, profile: str) -> list[int]:
+    if profile == "exponential":
+        return exponential_counts(class_counts, factor)
+    if profile == "step":
+        return step_counts(class_counts, factor)
+    raise UserError(f"subsets.profile: {profile!r} is not one of {', '.join(PROFILES)}")
+
+
+def _largest_factor(class_counts: list[int], profile: str) -> int:
+    """The largest whole factor with which every class that has images keeps at least one."""
+    num_classes = len(class_counts)
+    if profile == "step":
+        bounds = [n for c, n in enumerate(class_counts) if c >= math.ceil(num_classes / 2) and n > 0]
+    else:  # floor(n_c * p**(-c/(C-1))) >= 1  <=>  p <= n_c**((C-1)/c)
+        bounds = [n ** ((num_classes - 1) / c) for c, n in enumerate(class_counts) if c > 0 and n > 0]
+    limit = max(1, math.floor(min(bounds, default=1)))
+    while limit > 1 and _emptied(class_counts, _profile_counts(class_counts, limit, profile)):
+        limit -= 1  # float rounding at the bound
+    return limit
+
+
+def _emptied(class_counts: list[int], counts: list[int]) -> list[int]:
+    return [c for c, (have, keep) in enumerate(zip(class_counts, counts)) if have > 0 and keep == 0]
+
+
+def empty_class_error(class_counts: list[int], factor: float, profile: str = "exponential") -> str | None:
+    """The one-line reason why `factor` under `profile` would leave a class with no images, or None."""
+    emptied = _emptied(class_counts, _profile_counts(class_counts, factor, profile))
+    if not emptied:
+        return None
+    shown = ", ".join(map(str, emptied[:5])) + (f" and {len(emptied) - 5} more" if len(emptied) > 5 else "")
+    return (f"subsets.imbalance_factors: {factor:g} with subsets.profile: {profile} leaves {len(emptied)} of "
+            f"{len(class_counts)} classes with 0 images ({'class' if len(emptied) == 1 else 'classes'} {shown}); use imbalance factors of at most "
+            f"{_largest_factor(class_counts, profile)} with this profile, so that every class keeps an image")
+
+
+def imbalanced_counts(class_counts: list[int], factor: float, profile: str = "exponential") -> list[int]:
+    """Images per class of the imbalanced-p{factor} subset; an error if a class would keep none."""
+    message = empty_class_error(class_counts, factor, profile)
+    if message is not None:
+        raise UserError(message)
+    return _profile_counts(class_counts, factor, profile)
 
 
 def balanced_counts(total: int, class_counts: list[int]) -> list[int]:
@@ -59,12 +123,13 @@ def subset_names(imbalance_factors: list[float]) -> list[str]:
     return names + ["full"]
 
 
-def build_subsets(labels: np.ndarray, num_classes: int, imbalance_factors: list[float], seed: int) -> dict[str, np.ndarray]:
-    """All subsets of the pipeline: imbalanced-pX, balanced-pX (same total) and full."""
+def build_subsets(labels: np.ndarray, num_classes: int, imbalance_factors: list[float], seed: int,
+                  profile: str = "exponential") -> dict[str, np.ndarray]:
+    """All subsets of the pipeline: imbalanced-pX (of `profile`), balanced-pX (same total) and full."""
     available = class_counts_of(labels, num_classes)
     subsets: dict[str, np.ndarray] = {}
     for p in imbalance_factors:
-        imbalanced = exponential_counts(available, p)
+        imbalanced = imbalanced_counts(available, p, profile)
         # Independent streams per subset, all derived from the one subsets.seed.
         stream = int(round(p * 1000))
         subsets[f"imbalanced-p{p:g}"] = draw(labels, imbalanced, seed=[seed, 1, stream])
@@ -88,6 +153,24 @@ def subset_order_key(subset: str) -> tuple:
 
 def order_subsets(subsets) -> list[str]:
     return sorted(set(subsets), key=subset_order_key)
+
+
+def subset_class_counts(subset_csvs: Sequence[str | os.PathLike], num_classes: int = 0) -> dict[str, np.ndarray]:
+    """Images per class of each subset file (at least `num_classes` entries), keyed by subset name
+    (the file stem), in paper order."""
+    labels = {Path(path).stem: read_csv(path)[1] for path in subset_csvs}
+    num_classes = max([num_classes, *(int(y.max()) + 1 for y in labels.values() if len(y))])
+    return {name: np.bincount(labels[name], minlength=num_classes) for name in order_subsets(labels)}
+
+
+def grouping_subset(subset: str, available: Iterable[str]) -> str:
+    """The subset whose class counts define `subset`'s head/medium/tail: a balanced-pX subset is
+    grouped by its imbalanced-pX twin (when that is available), any other by itself."""
+    if subset.startswith("balanced-"):
+        twin = "imbalanced-" + subset.removeprefix("balanced-")
+        if twin in set(available):
+            return twin
+    return subset
 
 
 def eval_subset_name(subset: str) -> str:
@@ -119,10 +202,12 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0], table[:, 1]
 
 
-def write_all(train_data: str | os.PathLike, imbalance_factors: list[float], seed: int, out_dir: str | os.PathLike) -> None:
+def write_all(train_data: str | os.PathLike, imbalance_factors: list[float], seed: int, out_dir: str | os.PathLike,
+              profile: str = "exponential") -> None:
     """The subsets rule: every subset of a train split as out_dir/{name}.csv."""
     from .data import load_split
 
     split = load_split(train_data)
-    for name, indices in build_subsets(split.labels, split.num_classes, imbalance_factors, seed).items():
+    subsets = build_subsets(split.labels, split.num_classes, imbalance_factors, seed, profile)
+    for name, indices in subsets.items():
         write_csv(Path(out_dir) / f"{name}.csv", indices, split.labels)

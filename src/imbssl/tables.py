@@ -176,9 +176,9 @@ def write_table(result_jsons, methods, out_csv, out_md, title: str = "",
     return summary
 
 
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike, na_rep: str = "") -> None:
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f")
+        frame.to_csv(tmp, index=False, float_format="%.4f", na_rep=na_rep)
 
 
 def read_summary(path: str | os.PathLike) -> dict:

@@ -112,6 +112,10 @@ EVALUATE_CODE = code_hash(
 )
 TABLES_CODE = code_hash("tables.py", "analysis.py")
 FIGURES_CODE = code_hash("figures.py")
+# The per-class tables and the accuracy-against-frequency figures group classes (analysis.py,
+# per_class.py).
+CLASS_TABLES_CODE = code_hash("tables.py", "per_class.py", "analysis.py")
+CLASS_FIGURES_CODE = code_hash("figures.py", "per_class.py", "analysis.py")
 FEATURES_CODE = code_hash(
     "features.py", "device.py", "distributed.py", "models.py", "vit.py"
 )
@@ -215,6 +219,18 @@ def result_jsons(subsets=SUBSETS, methods=BASELINES, seeds=SEEDS):
     )
 
 
+# The result JSONs of each experiment's tables, and every evaluated run (the per-class table).
+EXPERIMENT_RESULTS = {
+    "table2": result_jsons(),
+    "table3": result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
+    "table4": result_jsons(
+        methods=[*PRIOR_METHODS, *(["simsiam"] if "simsiam" in METHODS else [])]
+    ),
+}
+ALL_RESULTS = sorted(set().union(*EXPERIMENT_RESULTS.values()))
+SUBSET_CSVS = expand("results/subsets/{subset}.csv", subset=SUBSETS)
+
+
 # --- Experiment II paths and inputs (cluster.smk, distill.smk) ---
 
 # One folder per subset and seed: base model, features, partitions.
@@ -242,6 +258,19 @@ def table_outputs(name, category, subcategory):
             subcategory=subcategory,
         )
         for ext in ("csv", "md")
+    }
+
+
+def frequency_outputs(name, category):
+    """An accuracy-against-class-frequency figure (PNG in the report, PDF beside it)."""
+    return {
+        "png": report(
+            f"results/figures/accuracy_vs_frequency_{name}.png",
+            caption="../report/accuracy_vs_frequency.rst",
+            category=category,
+            subcategory="Accuracy against class frequency",
+        ),
+        "pdf": f"results/figures/accuracy_vs_frequency_{name}.pdf",
     }
 
 

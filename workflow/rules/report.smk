@@ -7,11 +7,20 @@ localrules:
     cluster_table,
     table4,
     figure4,
+    table2_groups,
+    table3_groups,
+    table4_groups,
+    per_class_table,
+    frequency_table2,
+    frequency_table3,
+    frequency_table4,
+    training_curves,
+    stage_curves,
 
 
 rule table2:
     input:
-        result_jsons(),
+        EXPERIMENT_RESULTS["table2"],
     output:
         **table_outputs("table2", "Experiment I", "Table 2"),
         differences="results/tables/table2_differences.csv",
@@ -36,7 +45,7 @@ rule table2:
 
 use rule table2 as table3 with:
     input:
-        result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
+        EXPERIMENT_RESULTS["table3"],
     output:
         **table_outputs("table3", "Experiment II", "Table 3"),
         differences="results/tables/table3_differences.csv",
@@ -59,9 +68,7 @@ use rule table2 as table3 with:
 
 use rule table2 as table4 with:
     input:
-        result_jsons(
-            methods=[*PRIOR_METHODS, *(["simsiam"] if "simsiam" in METHODS else [])]
-        ),
+        EXPERIMENT_RESULTS["table4"],
     output:
         **table_outputs("table4", "Power-law prior", "Table 4"),
     log:
@@ -179,3 +186,207 @@ rule figure4:
     shell:
         "imbssl figure-prototypes --usage {input} --title {params.title:q}"
         " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
+
+
+# --- Where the accuracy goes: per class, by head / medium / tail group (analysis.py, per_class.py) ---
+
+
+rule table2_groups:
+    input:
+        results=EXPERIMENT_RESULTS["table2"],
+        subsets=SUBSET_CSVS,
+    output:
+        **table_outputs("table2_groups", "Experiment I", "Table 2 by class group"),
+    log:
+        "results/logs/table2_groups.log",
+    benchmark:
+        "results/benchmarks/table2_groups.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        methods=[method_label(method) for method in BASELINES],
+        title=table_title(
+            "Table 2 by class group: top-1 (%) of head / medium / tail classes, balancedness and worst class, mean ± std over seeds"
+        ),
+        analysis=cli_flags(config["analysis"]),
+        code=CLASS_TABLES_CODE,
+    shell:
+        "imbssl group-table --results {input.results} --subsets {input.subsets}"
+        " --methods {params.methods:q} --title {params.title:q} {params.analysis}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+use rule table2_groups as table3_groups with:
+    input:
+        results=EXPERIMENT_RESULTS["table3"],
+        subsets=SUBSET_CSVS,
+    output:
+        **table_outputs("table3_groups", "Experiment II", "Table 3 by class group"),
+    log:
+        "results/logs/table3_groups.log",
+    benchmark:
+        "results/benchmarks/table3_groups.tsv"
+    params:
+        methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
+        title=table_title(
+            "Table 3 by class group: top-1 (%) of head / medium / tail classes, balancedness and worst class, mean ± std over seeds"
+        ),
+
+
+use rule table2_groups as table4_groups with:
+    input:
+        results=EXPERIMENT_RESULTS["table4"],
+        subsets=SUBSET_CSVS,
+    output:
+        **table_outputs("table4_groups", "Power-law prior", "Table 4 by class group"),
+    log:
+        "results/logs/table4_groups.log",
+    benchmark:
+        "results/benchmarks/table4_groups.tsv"
+    params:
+        methods=["MSN", "PMSN", "SimSiam"],
+        title=table_title(
+            "Table 4 by class group: top-1 (%) of head / medium / tail classes, balancedness and worst class, mean ± std over seeds"
+        ),
+
+
+rule per_class_table:
+    input:
+        results=ALL_RESULTS,
+        subsets=SUBSET_CSVS,
+    output:
+        **table_outputs("per_class", "Per class", "Per-class accuracy"),
+    log:
+        "results/logs/per_class_table.log",
+    benchmark:
+        "results/benchmarks/per_class_table.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        analysis=cli_flags(config["analysis"]),
+        code=CLASS_TABLES_CODE,
+    shell:
+        "imbssl per-class-table --results {input.results} --subsets {input.subsets} {params.analysis}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule frequency_table2:
+    input:
+        results=EXPERIMENT_RESULTS["table2"],
+        subsets=SUBSET_CSVS,
+    output:
+        **frequency_outputs("table2", "Experiment I"),
+    log:
+        "results/logs/frequency_table2.log",
+    benchmark:
+        "results/benchmarks/frequency_table2.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        title="Experiment I: per-class accuracy against class frequency",
+        analysis=cli_flags(config["analysis"]),
+        plots=cli_flags(config["plots"]),
+        code=CLASS_FIGURES_CODE,
+    shell:
+        "imbssl figure-frequency --results {input.results} --subsets {input.subsets}"
+        " --title {params.title:q} {params.analysis} {params.plots}"
+        " --out {output.png} {output.pdf} > {log} 2>&1"
+
+
+use rule frequency_table2 as frequency_table3 with:
+    input:
+        results=EXPERIMENT_RESULTS["table3"],
+        subsets=SUBSET_CSVS,
+    output:
+        **frequency_outputs("table3", "Experiment II"),
+    log:
+        "results/logs/frequency_table3.log",
+    benchmark:
+        "results/benchmarks/frequency_table3.tsv"
+    params:
+        title="Experiment II: per-class accuracy against class frequency",
+
+
+use rule frequency_table2 as frequency_table4 with:
+    input:
+        results=EXPERIMENT_RESULTS["table4"],
+        subsets=SUBSET_CSVS,
+    output:
+        **frequency_outputs("table4", "Power-law prior"),
+    log:
+        "results/logs/frequency_table4.log",
+    benchmark:
+        "results/benchmarks/frequency_table4.tsv"
+    params:
+        title="MSN vs PMSN: per-class accuracy against class frequency",
+
+
+# Training curves of the first seed: every method pretrained on a subset, and Experiment II's stages.
+rule training_curves:
+    input:
+        expand(
+            "results/pretrain/{{subset}}/{method}/seed{seed}/metrics.csv",
+            method=METHODS,
+            seed=SEEDS[0],
+        ),
+    output:
+        png=report(
+            "results/figures/curves/{subset}.png",
+            caption="../report/training_curves.rst",
+            category="Training curves",
+            subcategory="{subset}",
+        ),
+        pdf="results/figures/curves/{subset}.pdf",
+    log:
+        "results/logs/training_curves/{subset}.log",
+    benchmark:
+        "results/benchmarks/training_curves/{subset}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        labels=[method_label(method) for method in METHODS],
+        title=lambda wildcards: f"Pretraining on {wildcards.subset} (seed {SEEDS[0]})",
+        plots=cli_flags(config["plots"]),
+        code=FIGURES_CODE,
+    shell:
+        "imbssl figure-curves --metrics {input} --labels {params.labels:q} --title {params.title:q}"
+        " {params.plots} --out {output.png} {output.pdf} > {log} 2>&1"
+
+
+rule stage_curves:
+    input:
+        base=f"results/clusters/{{subset}}/seed{SEEDS[0]}/base/metrics.csv",
+        experts=expand(
+            "results/experts/{{subset}}/{kind}/seed{seed}/cluster{cluster}/metrics.csv",
+            kind=KINDS,
+            seed=SEEDS[0],
+            cluster=range(K),
+        ),
+        students=expand(
+            "results/pretrain/{{subset}}/{student}/seed{seed}/metrics.csv",
+            student=STUDENT_PARTITION,
+            seed=SEEDS[0],
+        ),
+    output:
+        png=report(
+            "results/figures/curves/experiment2_{subset}.png",
+            caption="../report/stage_curves.rst",
+            category="Training curves",
+            subcategory="{subset}",
+        ),
+        pdf="results/figures/curves/experiment2_{subset}.pdf",
+    log:
+        "results/logs/stage_curves/{subset}.log",
+    benchmark:
+        "results/benchmarks/stage_curves/{subset}.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        kinds=KINDS,
+        title=lambda wildcards: f"Experiment II on {wildcards.subset} (seed {SEEDS[0]})",
+        plots=cli_flags(config["plots"]),
+        code=FIGURES_CODE,
+    shell:
+        "imbssl figure-stages --base {input.base} --kinds {params.kinds} --experts {input.experts}"
+        " --students {input.students} --title {params.title:q} {params.plots}"
+        " --out {output.png} {output.pdf} > {log} 2>&1"

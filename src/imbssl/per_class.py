@@ -1,0 +1,233 @@
+"""Where the accuracy goes, from result files only (no torch): per-class accuracy against the
+class's training images, and head / medium / tail, balancedness and worst-class tables.
+
+- `results/tables/per_class.{csv,md}`: one row per run and class (long format), with the class's
+  images in the pretraining subset, its group and its test images; a class without test images
+  has accuracy n/a, never 0 or 100.
+- `results/tables/table{2,3,4}_groups.{csv,md}`: per subset and method, for the linear probe and
+  for kNN, top-1 of each group, balancedness and worst-class accuracy, mean ± std over seeds.
+
+The groups and the metrics are defined in analysis.py; the grouping counts come from the subset
+files (a balanced-pX subset takes its imbalanced-pX twin's, subsets.grouping_subset).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import UserError
+from .analysis import GROUPS, AnalysisSettings, class_groups, empty_groups_error, is_uniform, run_metrics
+from .atomic import write_text
+from .subsets import grouping_subset, order_subsets, subset_class_counts
+
+PROBES = {"linear": "per_class", "knn": "knn_per_class"}  # probe -> per-class key of a result JSON
+PER_CLASS_COLUMNS = ["subset", "method", "seed", "class", "class_name", "train_images", "group", "test_images",
+                     "accuracy", "knn_accuracy"]
+METRICS = ["top1", *GROUPS, "balancedness", "worst"]
+GROUP_COLUMNS = ["subset", "n", "method", "probe", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "seeds"]
+
+
+def _read_result(path: str | os.PathLike) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read result file {path}: {err}; rerun its evaluate job") from err
+    missing = [key for key in ("subset", "method", "seed", "n", "top1", "knn_top1", "per_class", "knn_per_class",
+                               "test_class_counts") if key not in record]
+    if missing:
+        raise UserError(f"result file {path} lacks {missing} (written by an older imbssl); rerun its evaluate job")
+    return record
+
+
+class Grouping:
+    """The group of every class of every subset, from the subsets' class counts."""
+
+    def __init__(self, subset_csvs: Sequence[str | os.PathLike], num_classes: int, settings: AnalysisSettings):
+        self.counts = subset_class_counts(subset_csvs, num_classes)
+        self.settings = settings
+        self._groups: dict[str, list[str] | None] = {}
+
+    def train_images(self, subset: str) -> np.ndarray:
+        if subset not in self.counts:
+            raise UserError(f"no subset file for {subset}: pass results/subsets/{subset}.csv with --subsets")
+        return self.counts[subset]
+
+    def source(self, subset: str) -> str:
+        return grouping_subset(subset, self.counts)
+
+    def groups(self, subset: str) -> list[str] | None:
+        """Head/medium/tail of each class of `subset`; None when its grouping counts are all equal."""
+        if subset not in self._groups:
+            source = self.source(subset)
+            counts = self.train_images(source)
+            if is_uniform(counts):
+                self._groups[subset] = None
+            else:
+                message = empty_groups_error(counts.tolist(), self.settings, source)
+                if message:
+                    raise UserError(message)
+                self._groups[subset] = class_groups(counts.tolist(), self.settings)
+        return self._groups[subset]
+
+    def describe(self, subset: str) -> str:
+        """How `subset`'s classes are grouped, in words (for the Markdown tables)."""
+        groups = self.groups(subset)
+        source = self.source(subset)
+        by = "its own" if source == subset else f"{source}'s"
+        if groups is None:
+            return f"{subset}: every class has {int(self.train_images(source)[0]):,} images, no head or tail (n/a)"
+        counts = self.train_images(source)
+        parts = []
+        for name in GROUPS:
+            members = counts[[g == name for g in groups]]
+            parts.append(f"{name} {len(members)} classes ({members.max():,}–{members.min():,} images)")
+        return f"{subset} (by {by} training images): " + ", ".join(parts)
+
+
+def per_class_frame(result_jsons: Sequence[str | os.PathLike], subset_csvs: Sequence[str | os.PathLike],
+                    settings: AnalysisSettings | None = None) -> tuple[pd.DataFrame, Grouping]:
+    """The long per-class table of every run, and the grouping it used."""
+    records = [_read_result(path) for path in result_jsons]
+    num_classes = max((len(r["per_class"]) for r in records), default=0)
+    grouping = Grouping(subset_csvs, num_classes, settings or AnalysisSettings())
+    rows = []
+    for record in records:
+        subset = record["subset"]
+        train_images = grouping.train_images(subset)
+        groups = grouping.groups(subset)
+        names = record.get("classes") or [str(c) for c in range(len(record["per_class"]))]
+        for c, (linear, knn) in enumerate(zip(record["per_class"], record["knn_per_class"])):
+            rows.append({"subset": subset, "method": record["method"], "seed": int(record["seed"]), "class": c,
+                         "class_name": names[c], "train_images": int(train_images[c]),
+                         "group": "n/a" if groups is None else groups[c],
+                         "test_images": int(record["test_class_counts"][c]),
+                         "accuracy": math.nan if linear is None else float(linear),
+                         "knn_accuracy": math.nan if knn is None else float(knn)})
+    frame = pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
+    order = {s: i for i, s in enumerate(order_subsets(frame["subset"]))}
+    frame = frame.sort_values(["subset", "method", "seed", "class"], key=lambda col: col.map(order)
+                              if col.name == "subset" else col, kind="stable")
+    return frame.reset_index(drop=True), grouping
+
+
+def run_table(frame: pd.DataFrame, grouping: Grouping, sizes: dict[str, int]) -> pd.DataFrame:
+    """One row per run and probe: top-1 (test-image weighted, as the main tables), head / medium /
+    tail, balancedness and worst-class accuracy."""
+    rows = []
+    for (subset, method, seed), run in frame.groupby(["subset", "method", "seed"], sort=False):
+        groups = grouping.groups(subset)
+        for probe, column in (("linear", "accuracy"), ("knn", "knn_accuracy")):
+            accuracy = [None if math.isnan(a) else a for a in run[column]]
+            tested = run["test_images"].to_numpy(float)
+            known = ~np.isnan(run[column].to_numpy(float))
+            top1 = float(np.average(run[column].to_numpy(float)[known], weights=tested[known])) if known.any() \
+                else math.nan
+            rows.append({"subset": subset, "n": sizes[subset], "method": method, "seed": seed, "probe": probe,
+                         "top1": top1, **run_metrics(accuracy, groups)})
+    return pd.DataFrame(rows)
+
+
+def _std(values: np.ndarray) -> float:
+    """Sample std (ddof 1) over seeds, 0.0 for one seed, NaN when a value is missing (n/a)."""
+    if np.isnan(values).any():
+        return math.nan
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else 0.0
+
+
+def summarize_groups(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of every metric, per subset, method and probe."""
+    rows = []
+    for (subset, method, probe), group in runs.groupby(["subset", "method", "probe"], sort=False):
+        row = {"subset": subset, "n": int(group["n"].iloc[0]), "method": method, "probe": probe}
+        for metric in METRICS:
+            values = group[metric].to_numpy(float)
+            row[f"{metric}_mean"] = math.nan if np.isnan(values).any() else float(values.mean())
+            row[f"{metric}_std"] = _std(values)
+        row["seeds"] = len(group)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    order = {s: i for i, s in enumerate(order_subsets(table["subset"]))}
+    return table.sort_values(["subset", "probe"], key=lambda col: col.map(order) if col.name == "subset"
+                             else col.map({"linear": 0, "knn": 1}), kind="stable").reset_index(drop=True)
+
+
+def _cell(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown_groups(summary: pd.DataFrame, grouping: Grouping, methods: Sequence[str], title: str) -> str:
+    """A table per probe: rows subset x method, columns top-1, head, medium, tail, balancedness, worst."""
+    present = list(dict.fromkeys(summary["method"]))
+    methods = [m for m in methods if m in present] + [m for m in present if m not in methods]
+    lines = [f"**{title}**", ""] if title else []
+    lines.append("Groups: " + "; ".join(grouping.describe(s) for s in order_subsets(summary["subset"])) + ".")
+    lines.append("Balancedness = std of the per-class accuracy over classes (lower is more even); worst = the "
+                 "lowest per-class accuracy; a group's accuracy is the mean over its classes.")
+    cells = {(r.subset, r.method, r.probe): r for r in summary.itertuples()}
+    for probe, heading in (("linear", "Linear probe"), ("knn", "kNN")):
+        lines += ["", f"*{heading}*", "",
+                  "| Subset | N | Method | Top-1 | Head | Medium | Tail | Balancedness ↓ | Worst |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for subset in order_subsets(summary["subset"]):
+            for method in methods:
+                row = cells.get((subset, method, probe))
+                if row is None:
+                    continue
+                values = [_cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS]
+                lines.append(f"| {subset} | {row.n:,} | {method} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _sizes(result_jsons: Sequence[str | os.PathLike]) -> dict[str, int]:
+    return {record["subset"]: int(record["n"]) for record in map(_read_result, result_jsons)}
+
+
+def write_group_table(result_jsons, subset_csvs, methods: Sequence[str], out_csv, out_md, title: str = "",
+                      settings: AnalysisSettings | None = None) -> pd.DataFrame:
+    """table{2,3,4}_groups.{csv,md}: the group metrics of one experiment's runs."""
+    from .tables import write_csv
+
+    frame, grouping = per_class_frame(result_jsons, subset_csvs, settings)
+    summary = summarize_groups(run_table(frame, grouping, _sizes(result_jsons)))
+    write_csv(summary, out_csv, na_rep="n/a")
+    write_text(out_md, markdown_groups(summary, grouping, methods, title))
+    return summary
+
+
+def markdown_per_class(frame: pd.DataFrame) -> str:
+    """Per subset, a table of classes (train images, group, test images) by method: linear-probe
+    accuracy, mean ± std over seeds."""
+    lines = ["**Per-class linear-probe accuracy (%)**, mean ± std over seeds (n/a: no test images of the class)"]
+    for subset in order_subsets(frame["subset"]):
+        rows = frame[frame["subset"] == subset]
+        methods = list(dict.fromkeys(rows["method"]))
+        lines += ["", f"*{subset}*", "", "| Class | Train images | Group | Test images | " + " | ".join(methods) + " |",
+                  "|---|---:|---|---:|" + "---:|" * len(methods)]
+        for c, per_class in rows.groupby("class", sort=True):
+            first = per_class.iloc[0]
+            cells = []
+            for method in methods:
+                values = per_class.loc[per_class["method"] == method, "accuracy"].to_numpy(float)
+                cells.append(_cell(float(values.mean()) if len(values) and not np.isnan(values).any() else math.nan,
+                                   _std(values) if len(values) else math.nan))
+            lines.append(f"| {first.class_name} | {first.train_images:,} | {first.group} | {first.test_images:,} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_per_class_table(result_jsons, subset_csvs, out_csv, out_md,
+                          settings: AnalysisSettings | None = None) -> pd.DataFrame:
+    """results/tables/per_class.{csv,md}."""
+    from .tables import write_csv
+
+    frame, _ = per_class_frame(result_jsons, subset_csvs, settings)
+    write_csv(frame, out_csv, na_rep="n/a")
+    write_text(out_md, markdown_per_class(frame))
+    return frame
