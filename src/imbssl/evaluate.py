@@ -31,7 +31,7 @@ from .device import resolve_device, to_device_images
 from .features import backbone_features, extract, load_backbone
 from .knn import knn_predict
 from .optim import cosine_lr, set_lr
-from .subsets import read_csv
+from .subsets import class_counts_of, read_csv
 
 
 @dataclass
@@ -168,7 +168,7 @@ def evaluate_checkpoint(
     backbone, meta = load_backbone(model, device)
     train, test = load_split(train_data), load_split(test_data)
     eval_idx, _ = read_csv(eval_subset)
-    pretrain_idx, _ = read_csv(pretrain_subset)
+    pretrain_idx, pretrain_labels = read_csv(pretrain_subset)
     train_images = to_device_images(train.images[eval_idx], device)
     train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features)
     test_x = extract(backbone, to_device_images(test.images, device), train.mean, train.std,
@@ -194,8 +194,7 @@ def evaluate_checkpoint(
         # test split; the images of each class in the pretraining subset and in the test split.
         "per_class": _percent(per_class_accuracy(pred, test_y, train.num_classes)),
         "knn_per_class": _percent(per_class_accuracy(knn_pred, test_y, train.num_classes)),
-        "train_class_counts": torch.bincount(torch.from_numpy(train.labels[pretrain_idx]),
-                                             minlength=train.num_classes).tolist(),
+        "train_class_counts": class_counts_of(pretrain_labels, train.num_classes),
         "test_class_counts": torch.bincount(test_y, minlength=train.num_classes).tolist(),
         "classes": train.classes,
         "pretrain_epochs": meta.get("epochs"),

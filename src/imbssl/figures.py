@@ -30,7 +30,7 @@ import pandas as pd
 from . import UserError
 from .atomic import atomic_path
 from .data import class_names
-from .subsets import order_subsets, read_csv, subset_class_counts
+from .subsets import eval_subset_name, order_subsets, subset_class_counts
 from .tables import METHOD_LABELS, read_summary
 
 
@@ -294,7 +294,7 @@ def figure_accuracy_vs_frequency(result_jsons, subset_csvs, outs: Sequence[str |
             ax.xaxis.set_minor_formatter(counts_label)
             ax.tick_params(axis="x", which="minor", labelsize="x-small")
             ax.invert_xaxis()  # head (many images) on the left
-            twin = "balanced-" + source.removeprefix("imbalanced-")
+            twin = eval_subset_name(source)  # balanced-pX
             ax.set_title(f"{source} (solid) vs {twin} (dashed)" if twin in twins else source, fontsize="small")
         # One legend entry per method (colour) and per kind of subset (line style).
         handles = [Line2D([], [], color=colours[m], lw=1.4, marker="o", markersize=2.5, label=m) for m in methods]

@@ -26,6 +26,7 @@ from . import UserError
 from .analysis import GROUPS, AnalysisSettings, class_groups, empty_groups_error, is_uniform, run_metrics
 from .atomic import write_text
 from .subsets import grouping_subset, order_subsets, subset_class_counts
+from .tables import std_over_seeds, write_csv
 
 PROBES = {"linear": "per_class", "knn": "knn_per_class"}  # probe -> per-class key of a result JSON
 PER_CLASS_COLUMNS = ["subset", "method", "seed", "class", "class_name", "train_images", "group", "test_images",
@@ -117,9 +118,10 @@ def per_class_frame(result_jsons: Sequence[str | os.PathLike], subset_csvs: Sequ
     return frame.reset_index(drop=True), grouping
 
 
-def run_table(frame: pd.DataFrame, grouping: Grouping, sizes: dict[str, int]) -> pd.DataFrame:
-    """One row per run and probe: top-1 (test-image weighted, as the main tables), head / medium /
-    tail, balancedness and worst-class accuracy."""
+def run_table(frame: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
+    """One row per run and probe: the subset's size n (its images, from the subset file), top-1
+    (test-image weighted, as the main tables), head / medium / tail, balancedness and worst-class
+    accuracy."""
     rows = []
     for (subset, method, seed), run in frame.groupby(["subset", "method", "seed"], sort=False):
         groups = grouping.groups(subset)
@@ -129,16 +131,14 @@ def run_table(frame: pd.DataFrame, grouping: Grouping, sizes: dict[str, int]) ->
             known = ~np.isnan(run[column].to_numpy(float))
             top1 = float(np.average(run[column].to_numpy(float)[known], weights=tested[known])) if known.any() \
                 else math.nan
-            rows.append({"subset": subset, "n": sizes[subset], "method": method, "seed": seed, "probe": probe,
+            rows.append({"subset": subset, "n": int(grouping.train_images(subset).sum()), "method": method, "seed": seed, "probe": probe,
                          "top1": top1, **run_metrics(accuracy, groups)})
     return pd.DataFrame(rows)
 
 
 def _std(values: np.ndarray) -> float:
-    """Sample std (ddof 1) over seeds, 0.0 for one seed, NaN when a value is missing (n/a)."""
-    if np.isnan(values).any():
-        return math.nan
-    return float(np.std(values, ddof=1)) if len(values) >= 2 else 0.0
+    """Sample std over seeds as in the main tables, NaN when a value is missing (n/a)."""
+    return math.nan if np.isnan(values).any() else std_over_seeds(values)
 
 
 def summarize_groups(runs: pd.DataFrame) -> pd.DataFrame:
@@ -185,17 +185,11 @@ def markdown_groups(summary: pd.DataFrame, grouping: Grouping, methods: Sequence
     return "\n".join(lines) + "\n"
 
 
-def _sizes(result_jsons: Sequence[str | os.PathLike]) -> dict[str, int]:
-    return {record["subset"]: int(record["n"]) for record in map(_read_result, result_jsons)}
-
-
 def write_group_table(result_jsons, subset_csvs, methods: Sequence[str], out_csv, out_md, title: str = "",
                       settings: AnalysisSettings | None = None) -> pd.DataFrame:
     """table{2,3,4}_groups.{csv,md}: the group metrics of one experiment's runs."""
-    from .tables import write_csv
-
     frame, grouping = per_class_frame(result_jsons, subset_csvs, settings)
-    summary = summarize_groups(run_table(frame, grouping, _sizes(result_jsons)))
+    summary = summarize_groups(run_table(frame, grouping))
     write_csv(summary, out_csv, na_rep="n/a")
     write_text(out_md, markdown_groups(summary, grouping, methods, title))
     return summary
@@ -225,8 +219,6 @@ def markdown_per_class(frame: pd.DataFrame) -> str:
 def write_per_class_table(result_jsons, subset_csvs, out_csv, out_md,
                           settings: AnalysisSettings | None = None) -> pd.DataFrame:
     """results/tables/per_class.{csv,md}."""
-    from .tables import write_csv
-
     frame, _ = per_class_frame(result_jsons, subset_csvs, settings)
     write_csv(frame, out_csv, na_rep="n/a")
     write_text(out_md, markdown_per_class(frame))

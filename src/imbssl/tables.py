@@ -43,7 +43,7 @@ def method_label(name: str) -> str:
     return METHOD_LABELS.get(name, name)
 
 
-def _std(values: np.ndarray) -> float:
+def std_over_seeds(values: np.ndarray) -> float:
     """Sample standard deviation (ddof=1) over seeds; 0.0 for a single seed (no spread measured)."""
     return float(np.std(values, ddof=1)) if len(values) >= 2 else 0.0
 
@@ -75,9 +75,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             "n": int(ns[0]),
             "method": method,
             "top1_mean": float(group["top1"].mean()),
-            "top1_std": _std(group["top1"].to_numpy(float)),
+            "top1_std": std_over_seeds(group["top1"].to_numpy(float)),
             "knn_top1_mean": float(knn.mean()) if len(knn) else float("nan"),
-            "knn_top1_std": _std(knn) if len(knn) else float("nan"),
+            "knn_top1_std": std_over_seeds(knn) if len(knn) else float("nan"),
             "seeds": len(group),
         })
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
