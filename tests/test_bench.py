@@ -7,7 +7,8 @@ import torch
 from imbssl.bench import BenchSettings, _images_per_s, _timed_windows, paper_estimate, run
 
 TINY = dict(arch="resnet10", width=4, image_size=16, batch_size=16, num_images=64, warmup_steps=1,
-            window_steps=1, windows=3, workers=0, kmeans_points=200, kmeans_dim=8, linear_epochs=1,
+            window_steps=1, windows=3, workers=0, kmeans_points=200, kmeans_dim=8, kmeans_ks=[5],
+            kmeans_n_init=2, linear_epochs=1,
             linear_points=512)
 
 
@@ -19,7 +20,7 @@ def test_bench_runs_both_pipelines_and_reports_their_ratio(tmp_path, capsys):
         assert entry["engine"]["images_per_s"] > 0 and entry["reference"]["images_per_s"] > 0
         assert entry["ratio"] == entry["engine"]["images_per_s"] / entry["reference"]["images_per_s"]
         assert f"{method:8s} engine/reference" in printed
-    assert "sklearn" in report["kmeans"] and report["linear_eval"]["train_n"] == 512
+    assert {"sklearn k=5", "torch-cpu k=5"} <= set(report["kmeans"]) and report["linear_eval"]["train_n"] == 512
     linear = report["linear_eval"]
     assert linear["ratio"] == linear["augmented"]["seconds"] / linear["precomputed"]["seconds"]
     assert linear["seconds"] == linear["augmented"]["seconds"]  # the paper config's protocol sets the estimate

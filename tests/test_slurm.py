@@ -52,7 +52,8 @@ def write_ci_profile(dest: Path) -> Path:
     profile = yaml.safe_load(PROFILE.read_text())
     profile["default-resources"].update(slurm_partition=default_partition(), mem_mb=1000, cpus_per_task=1, runtime=30)
     for resources in profile["set-resources"].values():
-        resources.update(mem_mb=1000, cpus_per_gpu=1)
+        # GPU rules ask per GPU, CPU rules (prepare_data) per task: one CPU each on the CI node.
+        resources.update(mem_mb=1000, **({"cpus_per_gpu": 1} if "cpus_per_gpu" in resources else {"cpus_per_task": 1}))
     profile.update({
         "slurm-status-command": "squeue",  # the CI cluster has no accounting: sacct never answers
         "slurm-init-seconds-before-status-checks": 2,

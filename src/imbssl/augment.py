@@ -108,6 +108,16 @@ class AugmentParams:
     gray: Tensor  # (N,) bool
 
 
+def centre_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central size x size pixels of NCHW images (torchvision's CenterCrop rounding); the
+    evaluation view of images stored larger than the model's input (store_size > image_size)."""
+    height, width = images.shape[-2:]
+    if size is None or (height, width) == (size, size):
+        return images
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return images[..., top:top + size, left:left + size]
+
+
 def _channel_stats(mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor, device) -> tuple[Tensor, Tensor]:
     as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1, 3, 1, 1)
     return as_tensor(mean), as_tensor(std)

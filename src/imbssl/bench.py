@@ -62,9 +62,10 @@ class BenchSettings:
     reference: bool = True
     compile: str = "auto"  # the engine's torch.compile setting (auto: on for CUDA)
     compare_compile: bool = False  # also time the engine with compile off
-    kmeans_points: int = 20000
-    kmeans_dim: int = 512
-    kmeans_k: int = 5
+    kmeans_points: int = 100000
+    kmeans_dim: int = 2048
+    kmeans_ks: list[int] = field(default_factory=lambda: [5, 100])
+    kmeans_n_init: int = 10
     linear_epochs: int = 100
     linear_points: int = 20431  # balanced-p10's size
     linear_augment: bool = True  # also time the augmented (reference) protocol
@@ -269,16 +270,32 @@ def bench_features(images_np, settings: BenchSettings, device) -> dict:
 
 def bench_kmeans(settings: BenchSettings, device) -> dict:
     from . import cluster
+    from .kmeans_torch import torch_kmeans
 
     g = torch.Generator().manual_seed(0)
-    features = torch.randn(settings.kmeans_points, settings.kmeans_dim, generator=g)
+    # Gaussian blobs around 4 x the largest k centres, so that k-means has structure to find.
+    centres = 4 * torch.randn(max(settings.kmeans_ks) * 4, settings.kmeans_dim, generator=g)
+    features = centres[torch.randint(len(centres), (settings.kmeans_points,), generator=g)]
+    features += torch.randn(features.shape, generator=g)
+    n_init = settings.kmeans_n_init
+    runs = {"sklearn": lambda k: cluster._kmeans_sklearn(features, k, 0, n_init, 300)[2],
+            "torch-cpu": lambda k: torch_kmeans(features, k, 0, n_init)[2]}
+    if device.type == "cuda":
+        on_gpu = features.to(device)
+        runs["torch-cuda"] = lambda k: torch_kmeans(on_gpu, k, 0, n_init)[2]
+        if cluster.cuml_unavailable_reason() is None:
+            runs["cuml"] = lambda k: cluster._kmeans_cuml(on_gpu, k, 0, n_init, 300)[2]
     results = {}
-    backends = ["sklearn"] + (["cuml"] if cluster.cuml_unavailable_reason() is None else [])
-    for backend in backends:
-        data = features.to(device) if backend == "cuml" else features
-        start = time.perf_counter()
-        cluster.kmeans(data, settings.kmeans_k, seed=0, backend=backend)
-        results[backend] = {"seconds": time.perf_counter() - start}
+    for k in settings.kmeans_ks:
+        for backend, run in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            inertia = run(k)
+            _sync(device)
+            results[f"{backend} k={k}"] = {"seconds": time.perf_counter() - start, "inertia": inertia}
+        reference = results[f"sklearn k={k}"]["inertia"]
+        for backend in runs:
+            results[f"{backend} k={k}"]["inertia_vs_sklearn"] = results[f"{backend} k={k}"]["inertia"] / reference
     return results
 
 
@@ -391,8 +408,9 @@ def _print_method(method: str, entry: dict) -> None:
 def _print_rest(report: dict) -> None:
     print(f"features           {report['features']['images_per_s']:10.1f} images/s")
     for backend, r in report["kmeans"].items():
-        print(f"k-means {backend:10s} {r['seconds']:10.2f} s  ({report['settings']['kmeans_points']} x "
-              f"{report['settings']['kmeans_dim']}, k={report['settings']['kmeans_k']})")
+        print(f"k-means {backend:16s} {r['seconds']:10.2f} s  inertia {r['inertia_vs_sklearn']:.4f} x sklearn's  "
+              f"({report['settings']['kmeans_points']} x {report['settings']['kmeans_dim']}, "
+              f"n_init {report['settings']['kmeans_n_init']})")
     linear = report["linear_eval"]
     for name in ("precomputed", "augmented"):
         if name in linear:

@@ -16,7 +16,9 @@ def _cmd_prepare_data(args):
     from .data import prepare
 
     prepare(args.name, args.root, args.out_train, args.out_test, image_size=args.image_size,
-            classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed)
+            classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
+            store_size=args.store_size, train_list=args.train_list, test_list=args.test_list,
+            extra_train_list=args.extra_train_list, class_names=args.class_names, workers=args.workers)
 
 
 def _cmd_subsets(args):
@@ -99,10 +101,20 @@ def _cmd_figure_subsets(args):
 
 
 def _args_prepare_data(p):
-    p.add_argument("--name", required=True, choices=["cifar10", "cifar100", "folder", "digits"])
+    from .data import SOURCES
+
+    p.add_argument("--name", required=True, choices=SOURCES)
     p.add_argument("--root", default="data")
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="training/evaluation crop (default: stored size)")
+    p.add_argument("--store-size", type=int, default=None,
+                   help="shorter side of the stored images, then centre-cropped (folder, imagelist)")
     p.add_argument("--classes", nargs="+", default=None, help="class order for folder datasets")
+    p.add_argument("--train-list", default=None, help="imagelist: 'relative/path.jpg label' per line")
+    p.add_argument("--test-list", default=None, help="imagelist: the test split's list")
+    p.add_argument("--extra-train-list", default=None,
+                   help="imagelist: more train images, drawn on by balanced subsets and `full` only")
+    p.add_argument("--class-names", default=None, help="imagelist: one class name per line")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPUs available)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="digits only")
     p.add_argument("--split-seed", type=int, default=0, help="digits only")
     p.add_argument("--out-train", required=True)
@@ -165,9 +177,14 @@ def _args_figure_subsets(p):
 
 def _args_bench(p):
     from .bench import BenchSettings
-    from .settings import add_flags
+    from .settings import add_flags, parse_bool
 
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--data-paths", type=parse_bool, default=False, metavar="BOOL",
+                   help="instead: resident vs streamed vs a JPEG-decoding DataLoader (bench_data.py), with "
+                        "--arch, --width, --image-size, --batch-size, --num-images, --workers and the step counts")
+    p.add_argument("--store-size", type=int, default=None,
+                   help="--data-paths: shorter side of the stored images (default: image_size x 8/7, 256 for 224)")
     add_flags(p, BenchSettings, "benchmark")
 
 
@@ -175,7 +192,24 @@ def _cmd_bench(args):
     from .bench import BenchSettings, run
     from .settings import from_args
 
+    if args.data_paths:
+        return _cmd_bench_data(args)
     run(from_args(BenchSettings, args), args.out)
+
+
+def _cmd_bench_data(args):
+    import dataclasses
+
+    from .atomic import write_json
+    from .bench_data import DataBenchSettings, print_report, run
+    from .device import resolve_device
+
+    shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataBenchSettings) if f.name != "store_size"}
+    settings = DataBenchSettings(**shared, store_size=args.store_size or round(args.image_size * 8 / 7))
+    report = run(settings, resolve_device(args.device))
+    print_report(report)
+    if args.out:
+        write_json(args.out, report)
 
 
 def _args_features(p):

@@ -22,7 +22,7 @@ import pandas as pd
 from . import UserError
 from .atomic import atomic_path, write_json
 
-BACKENDS = ("auto", "cuml", "sklearn")
+BACKENDS = ("auto", "cuml", "torch", "sklearn")
 NORMALIZE = ("none", "l2")
 
 
@@ -31,7 +31,7 @@ class KMeansSettings:
     """The `clustering` config keys the cluster rule passes (k, backend and k-means' own knobs)."""
 
     k: int = 5
-    backend: str = "auto"  # auto | cuml | sklearn
+    backend: str = "auto"  # auto | cuml | torch | sklearn
     n_init: int = 10  # k-means restarts; the run with the lowest inertia wins
     max_iter: int = 300
     # none: k-means on the raw backbone features (the paper says only "k-means" with scikit-learn);
@@ -70,15 +70,22 @@ def cuml_unavailable_reason() -> str | None:
     return None
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def resolve_backend(backend: str) -> str:
-    """The backend that will run: `auto` takes cuML where it can run, scikit-learn otherwise."""
+    """The backend that will run: `auto` takes cuML where it can run, else torch on a GPU, else
+    scikit-learn."""
     if backend not in BACKENDS:
         raise UserError(f"clustering.backend={backend!r}: choose one of {', '.join(BACKENDS)}")
-    if backend == "sklearn":
-        return "sklearn"
+    if backend in ("sklearn", "torch"):
+        return backend
     reason = cuml_unavailable_reason()
     if backend == "auto":
-        return "sklearn" if reason else "cuml"
+        return "cuml" if reason is None else "torch" if _cuda_available() else "sklearn"
     if reason:
         raise UserError(
             f"clustering.backend=cuml but {reason}: install RAPIDS cuML on a machine with a CUDA GPU "
@@ -112,6 +119,19 @@ def _kmeans_sklearn(features, k: int, seed: int, n_init: int, max_iter: int):
     return model.labels_, model.cluster_centers_, float(model.inertia_), sklearn.__version__
 
 
+def _kmeans_torch(features, k: int, seed: int, n_init: int, max_iter: int):
+    """kmeans_torch on the GPU when there is one (a CUDA tensor stays where it is), else the CPU."""
+    import torch
+
+    from .kmeans_torch import torch_kmeans
+
+    x = features if isinstance(features, torch.Tensor) else torch.from_numpy(to_numpy(features))
+    if not x.is_cuda and torch.cuda.is_available():
+        x = x.cuda()
+    labels, centres, inertia = torch_kmeans(x, k, seed, n_init, max_iter)
+    return labels.cpu().numpy(), centres.cpu().numpy(), inertia, f"torch {torch.__version__} on {x.device.type}"
+
+
 def _kmeans_cuml(features, k: int, seed: int, n_init: int, max_iter: int):  # pragma: no cover (needs cuML)
     import cuml
     import cupy
@@ -139,7 +159,7 @@ def kmeans(features, k: int, seed: int, backend: str = "auto", n_init: int = 10,
     if not 1 <= k <= n:
         raise UserError(f"clustering.k={k}: k-means needs 1 <= k <= the number of images ({n})")
     chosen = resolve_backend(backend)
-    run = _kmeans_cuml if chosen == "cuml" else _kmeans_sklearn
+    run = {"cuml": _kmeans_cuml, "torch": _kmeans_torch, "sklearn": _kmeans_sklearn}[chosen]
     started = time.perf_counter()
     labels, centroids, inertia, version = run(features, k, seed, n_init, max_iter)
     seconds = time.perf_counter() - started

@@ -83,13 +83,16 @@ def _types(schema: dict) -> list[str]:
 
 
 def coerce_strings(value: Any, schema: dict, root: dict | None = None) -> Any:
-    """Parse strings where the schema wants a number, boolean, null or list, in place for dicts.
+    """Parse strings where the schema wants a number, boolean, null or list, in place for dicts
+    (and spell a YAML boolean as the string a string-valued setting's choices use: true, false).
 
     Snakemake reads nested `--config` values (`--config 'pretrain={epochs: 5}'`) with YAML's
     BaseLoader, so every scalar arrives as a string; this gives them the type config.yaml would.
     """
     root = schema if root is None else root
     schema = _resolve(schema, root)
+    if isinstance(value, bool) and _types(schema) == ["string"] and str(value).lower() in schema.get("enum", []):
+        return str(value).lower()  # `data_on_device: true` in YAML is a boolean; the setting spells it "true"
     if isinstance(value, str) and set(_types(schema)) & {"integer", "number", "boolean", "null", "array"}:
         try:
             parsed = yaml.safe_load(value)
@@ -170,8 +173,8 @@ def plan_error(config: dict) -> str | None:
     """
     from .subsets import subset_names
 
-    subsets = subset_names(config["subsets"]["imbalance_factors"])
-    empty = empty_class_plan_error(config) or analysis_plan_error(config)
+    subsets = subset_names(config["subsets"]["imbalance_factors"], config["subsets"]["profile"])
+    empty = dataset_plan_error(config) or empty_class_plan_error(config) or analysis_plan_error(config)
     if empty is not None:
         return empty
     clustering = config["clustering"]
@@ -197,18 +200,70 @@ def plan_error(config: dict) -> str | None:
     return None
 
 
+def known_class_counts(dataset: dict) -> tuple[list[int], list[int]] | None:
+    """(images per class of the train list, of everything stored) for the datasets whose train
+    counts are known without decoding: CIFAR (data.TRAIN_CLASS_COUNTS) and image lists (their
+    labels are read, the images are not); None for the others."""
+    from .data import TRAIN_CLASS_COUNTS, list_class_counts
+
+    name = dataset["name"]
+    if name in TRAIN_CLASS_COUNTS:
+        return TRAIN_CLASS_COUNTS[name], TRAIN_CLASS_COUNTS[name]
+    if name != "imagelist" or dataset["train_list"] is None:
+        return None
+    listed = list_class_counts(dataset["train_list"], "dataset.train_list")
+    stored = listed
+    if dataset["extra_train_list"] is not None:
+        extra = list_class_counts(dataset["extra_train_list"], "dataset.extra_train_list")
+        # An upper bound: images both lists name are stored once (prepare dedupes them).
+        width = max(len(listed), len(extra))
+        stored = [a + b for a, b in zip(listed + [0] * (width - len(listed)), extra + [0] * (width - len(extra)))]
+    return listed, stored
+
+
+def dataset_plan_error(config: dict) -> str | None:
+    """Dataset settings that no job could run with: an image list without its list files, a crop
+    larger than the stored images, `profile: given` on a balanced source, or a given train list
+    whose balanced twin cannot be drawn."""
+    from .subsets import GIVEN, given_balanced_error
+
+    dataset, profile = config["dataset"], config["subsets"]["profile"]
+    if dataset["name"] == "imagelist":
+        for key in ("train_list", "test_list"):
+            if dataset[key] is None:
+                return (f"config error: dataset.name: imagelist needs dataset.{key}, a file with one "
+                        f"'relative/path.jpg label' per line ({FIX})")
+        for key in ("train_list", "test_list", "extra_train_list", "class_names"):
+            if dataset[key] is not None and not os.path.isfile(dataset[key]):
+                return f"config error: dataset.{key}: {dataset[key]} does not exist ({FIX})"
+    size, store = dataset["image_size"], dataset["store_size"]
+    if size is not None and store is not None and size > store:
+        return (f"config error: dataset.image_size={size} > dataset.store_size={store}: training crops come "
+                f"from the stored images, so set image_size <= store_size ({FIX})")
+    if profile == GIVEN and dataset["name"] not in ("imagelist", "folder"):
+        return (f"config error: subsets.profile: given takes the train split as it is, but dataset.name: "
+                f"{dataset['name']} is balanced; use exponential or step, or an imagelist with a long-tailed "
+                f"train list ({FIX})")
+    counts = known_class_counts(dataset)
+    if profile == GIVEN and counts is not None:
+        message = given_balanced_error(*counts)
+        if message is not None:
+            return f"config error: {message} ({FIX})"
+    return None
+
+
 def empty_class_plan_error(config: dict) -> str | None:
     """An imbalance factor that would leave a class without images, for the datasets whose train
-    counts are known without reading data (data.TRAIN_CLASS_COUNTS); the subsets job reports the
-    same for any other dataset."""
-    from .data import TRAIN_CLASS_COUNTS
-    from .subsets import empty_class_error
+    counts are known without decoding (known_class_counts); the subsets job reports the same for
+    any other dataset."""
+    from .subsets import GIVEN, empty_class_error
 
     name = config["dataset"]["name"]
-    class_counts = TRAIN_CLASS_COUNTS.get(name)
-    if class_counts is None:
-        return None
     profile = config["subsets"].get("profile", "exponential")
+    counts = known_class_counts(config["dataset"]) if profile != GIVEN else None
+    if counts is None:
+        return None
+    class_counts = counts[1]
     per_class = sorted(set(class_counts))
     images = str(per_class[0]) if len(per_class) == 1 else f"{per_class[0]}-{per_class[-1]}"
     for factor in config["subsets"]["imbalance_factors"]:
@@ -224,17 +279,19 @@ def analysis_plan_error(config: dict) -> str | None:
     group left empty on an imbalanced subset for the datasets whose train counts are known (the
     group tables report the same for any other dataset)."""
     from .analysis import AnalysisSettings, empty_groups_error, settings_error
-    from .data import TRAIN_CLASS_COUNTS
-    from .subsets import imbalanced_counts
+    from .subsets import GIVEN, imbalanced_counts
 
     settings = AnalysisSettings(**config["analysis"])
     message = settings_error(settings)
-    class_counts = TRAIN_CLASS_COUNTS.get(config["dataset"]["name"])
-    if message is None and class_counts is not None:
-        profile = config["subsets"].get("profile", "exponential")
+    counts = known_class_counts(config["dataset"]) if message is None else None
+    profile = config["subsets"].get("profile", "exponential")
+    if counts is not None and profile == GIVEN:
+        message = empty_groups_error(counts[0], settings, f"imbalanced-{GIVEN} (dataset.train_list)")
+    elif counts is not None:
+        class_counts = counts[1]
         for factor in config["subsets"]["imbalance_factors"]:
-            counts = imbalanced_counts(class_counts, factor, profile)
-            message = empty_groups_error(counts, settings, f"imbalanced-p{factor:g} of {config['dataset']['name']}")
+            subset_counts = imbalanced_counts(class_counts, factor, profile)
+            message = empty_groups_error(subset_counts, settings, f"imbalanced-p{factor:g} of {config['dataset']['name']}")
             if message:
                 break
     return None if message is None else f"config error: {message} ({FIX})"

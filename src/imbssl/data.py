@@ -1,13 +1,18 @@
-"""Dataset sources (cifar10, cifar100, folder, digits) decoded once into uint8 arrays and cached as .npz.
+"""Dataset sources (cifar10, cifar100, folder, imagelist, digits) decoded once into a uint8 store.
 
-Every later job reads the cache (`load_split`), so no job decodes images again.
-Arrays are NHWC uint8 with int64 labels; the cache also stores class names and the
-per-channel mean/std of the train split (used to normalise inputs everywhere).
+`prepare` decodes every image once (in parallel, with a progress bar): shorter side resized to
+`dataset.store_size` and centre-cropped, or kept at the source size. Each split becomes
+- `<split>.images.npy`: (N, S, S, 3) uint8, which jobs memory-map, so a job reads the rows of its
+  subset and never the whole dataset;
+- `<split>.npz`: int64 labels, class names, the train split's per-channel mean/std (used to
+  normalise inputs everywhere) and the training/evaluation crop size (`dataset.image_size`).
+Every later job reads them through `load_split`; no job decodes images again.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,24 +21,11 @@ import numpy as np
 from . import UserError
 from .atomic import atomic_path
 
-SOURCES = ("cifar10", "cifar100", "folder", "digits")
+SOURCES = ("cifar10", "cifar100", "folder", "imagelist", "digits")
 # Images per class of the train split, for the sources where it is known without reading data
 # (the config check uses it before any job runs).
 TRAIN_CLASS_COUNTS = {"cifar10": [5000] * 10, "cifar100": [500] * 100}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-
-
-@dataclass
-class Split:
-    images: np.ndarray  # (N, H, W, 3) uint8
-    labels: np.ndarray  # (N,) int64
-    classes: list[str]
-    mean: np.ndarray  # (3,) float32, of the *train* split, in [0, 1]
-    std: np.ndarray  # (3,) float32
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 # dataset.name -> (torchvision class, name in messages, archive, folder it unpacks to).
@@ -121,35 +113,138 @@ def _image_files(split_dir: Path, classes: list[str], root: Path) -> tuple[list[
     return files, problems
 
 
-def _decode(path: Path, image_size: int | None) -> np.ndarray:
+def _decode(path: Path, size: "StoreSize") -> np.ndarray:
+    """One image as uint8 HWC RGB, at the store's size (see StoreSize)."""
     from PIL import Image
 
     with Image.open(path) as im:
+        if size.shorter_side is not None:
+            # JPEG: let the decoder scale by 1/2, 1/4 or 1/8 while decoding (never below the
+            # requested size), which makes a 500-px ImageNet JPEG several times cheaper to decode.
+            im.draft("RGB", (size.shorter_side, size.shorter_side))
         im = im.convert("RGB")
-        if image_size is not None and im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR)
+        if size.shorter_side is not None:
+            return _resize_centre_crop(im, size.shorter_side)
+        if size.square is not None and im.size != (size.square, size.square):
+            im = im.resize((size.square, size.square), Image.BILINEAR)
         return np.asarray(im, np.uint8)
 
 
-def _decode_split(files: list[tuple[Path, int]], root: Path, image_size: int | None) -> tuple[dict, list[str]]:
-    """The decoded images of a split, and the files that could not be decoded."""
-    images, labels, problems = [], [], []
-    for path, label in files:
+def _resize_centre_crop(im, side: int) -> np.ndarray:
+    """torchvision's Resize(side) then CenterCrop(side): the shorter side scaled to `side`
+    (bilinear, antialiased), then the central side x side square."""
+    from PIL import Image
+
+    width, height = im.size
+    scale = side / min(width, height)
+    new_w, new_h = max(side, round(width * scale)), max(side, round(height * scale))
+    if (new_w, new_h) != im.size:
+        im = im.resize((new_w, new_h), Image.BILINEAR)
+    left, top = int(round((new_w - side) / 2.0)), int(round((new_h - side) / 2.0))
+    return np.asarray(im.crop((left, top, left + side, top + side)), np.uint8)
+
+
+@dataclass(frozen=True)
+class StoreSize:
+    """How decoded images are sized in the store: `shorter_side` (dataset.store_size: shorter
+    side resized, then centre-cropped to a square), else `square` (dataset.image_size without a
+    store_size: resized to a square, as folder datasets always were), else the source size
+    (which must then be the same for every image)."""
+
+    shorter_side: int | None = None
+    square: int | None = None
+
+
+def _decode_chunk(task: tuple) -> list[str]:
+    """Worker: decode files[i] into rows start+i of the store being written; returns the problems
+    (unreadable files, and images of another size when the store keeps the source size)."""
+    files, labels_root, store, start, size = task
+    images = np.load(store, mmap_mode="r+")
+    problems = []
+    for offset, path in enumerate(files):
         try:
-            images.append(_decode(path, image_size))
+            pixels = _decode(path, size)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-            problems.append(f"{path.relative_to(root)} ({type(err).__name__}: {err})".replace("\n", " "))
+            problems.append(f"{_shown(path, labels_root)} ({type(err).__name__}: {err})".replace("\n", " "))
             continue
-        labels.append(label)
-    return {"images": images, "labels": np.asarray(labels, np.int64)}, problems
+        if pixels.shape != images.shape[1:]:
+            problems.append(f"{_shown(path, labels_root)} (size {pixels.shape[1]}x{pixels.shape[0]}, the first image "
+                            f"is {images.shape[2]}x{images.shape[1]}: set dataset.store_size to resize them all)")
+            continue
+        images[start + offset] = pixels
+    images.flush()
+    return problems
 
 
-def load_folder(root: str | os.PathLike, classes: list[str] | None, image_size: int | None):
-    """An image-folder tree: root/train/<class>/* and root/test/<class>/*.
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
-    Every file is checked before anything is written: all unreadable or non-image files and empty
-    class folders are named in one error (up to MAX_LISTED of them).
-    """
+
+DECODE_CHUNK = 256  # images per decode task: large enough to amortise the task, small enough to balance
+
+
+def decode_to_store(files: list[Path], out: Path, size: StoreSize, root: Path, workers: int,
+                    desc: str) -> list[str]:
+    """Decode `files` in order into the uint8 (N, S, S, 3) .npy store `out` (memory-mappable),
+    on `workers` processes, with a progress bar. Returns the problems found (nothing is kept then)."""
+    from tqdm import tqdm
+
+    if not files:
+        return []
+    first = _first_shape(files, size, root)
+    if isinstance(first, str):
+        return [first]
+    images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(files), *first))
+    del images  # workers open the file themselves; only its header had to be written here
+    tasks = [(files[i:i + DECODE_CHUNK], root, str(out), i, size) for i in range(0, len(files), DECODE_CHUNK)]
+    problems: list[str] = []
+    bar = tqdm(total=len(files), desc=desc, unit="img", file=sys.stderr, mininterval=5, ascii=True)
+    if workers <= 1 or len(tasks) == 1:
+        results = map(_decode_chunk, tasks)
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        # spawn: a fresh interpreter per worker, safe whatever threads the parent (torch) runs.
+        pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)),
+                                                      mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(_decode_chunk, tasks)
+    try:
+        for task, found in zip(tasks, results):
+            problems += found
+            bar.update(len(task[0]))
+    finally:
+        bar.close()
+        if workers > 1 and len(tasks) > 1:
+            pool.shutdown()
+    return problems
+
+
+def _first_shape(files: list[Path], size: StoreSize, root: Path) -> tuple[int, int, int] | str:
+    """The store's image shape: the requested size, or the first readable image's own size."""
+    if size.shorter_side is not None:
+        return (size.shorter_side, size.shorter_side, 3)
+    if size.square is not None:
+        return (size.square, size.square, 3)
+    for path in files:
+        try:
+            return _decode(path, size).shape
+        except Exception:  # reported with the others by the workers
+            continue
+    return f"{_shown(files[0], root)}: none of the {len(files)} images could be read"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (a SLURM job's allocation, not the node's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_folder(root: str | os.PathLike, classes: list[str] | None):
+    """An image-folder tree: root/train/<class>/* and root/test/<class>/* -> (train, test) file
+    lists [(path, label)], the class order and the problems found (non-image files, empty folders)."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset.root={root} has no train/ folder ({root} does not exist): point dataset.root "
@@ -158,21 +253,88 @@ def load_folder(root: str | os.PathLike, classes: list[str] | None, image_size: 
         if not (root / split).is_dir():
             raise UserError(f"dataset.root={root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
     order = _folder_classes(root, classes)
-    splits, problems = [], []
-    for split in ("train", "test"):
-        files, found = _image_files(root / split, order, root)
-        arrays, unreadable = _decode_split(files, root, image_size)
-        splits.append(arrays)
-        problems += found + unreadable
-    if problems:
-        raise UserError(f"dataset.root={root}: {len(problems)} problem(s) with the image files: {_listing(problems)}; "
-                        f"delete or replace these files (or fill the empty class folders), then rerun")
-    for split, arrays in zip(("train", "test"), splits):
-        shapes = sorted({im.shape for im in arrays["images"]})
-        if len(shapes) > 1:
-            raise UserError(f"images under {root / split} differ in size {shapes[:3]}: set dataset.image_size")
-        arrays["images"] = np.stack(arrays["images"])
-    return splits[0], splits[1], order
+    train, problems = _image_files(root / "train", order, root)
+    test, found = _image_files(root / "test", order, root)
+    return train, test, order, problems + found
+
+
+def read_image_list(list_file: str | os.PathLike, root: Path, setting: str) -> list[tuple[Path, int]]:
+    """An ImageNet-LT / Places-LT / iNaturalist list: one `relative/path.jpg label` per line
+    (paths relative to dataset.root; blank lines skipped). A malformed line is a one-line error."""
+    path = Path(list_file)
+    if not path.is_file():
+        raise UserError(f"{setting}={path} does not exist: point it at a list file with one "
+                        f"'relative/path.jpg label' per line (paths relative to dataset.root)")
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise UserError(f"{setting}={path} line {number}: expected 'relative/path.jpg label', got {line.strip()!r}")
+        label = int(parts[1])
+        if label < 0:
+            raise UserError(f"{setting}={path} line {number}: label {label} < 0; labels are 0, 1, ..., C-1")
+        entries.append((root / parts[0].strip(), label))
+    if not entries:
+        raise UserError(f"{setting}={path} lists no images")
+    return entries
+
+
+def list_class_counts(list_file: str | os.PathLike, setting: str) -> list[int]:
+    """Images per label of a list file, from its labels alone (the config check runs it before
+    any job: no image is opened)."""
+    labels = [label for _, label in read_image_list(list_file, Path("."), setting)]
+    return np.bincount(labels).tolist()
+
+
+def read_class_names(path: str | os.PathLike | None, num_classes: int) -> list[str]:
+    """dataset.class_names: one name per line (line c names label c); without it, label c is named c."""
+    if path is None:
+        return [str(c) for c in range(num_classes)]
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"dataset.class_names={file} does not exist: give a file with one class name per line, "
+                        f"or set it to null to name classes by their labels")
+    names = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if len(names) < num_classes:
+        raise UserError(f"dataset.class_names={file} names {len(names)} classes but the lists use labels up to "
+                        f"{num_classes - 1}: give one name per class, line c for label c")
+    return names
+
+
+def image_list_classes(train: list[tuple[Path, int]], names_file: str | None) -> list[str]:
+    """The class names of an image-list dataset; every label of the train list must have a name."""
+    num_classes = max(label for _, label in train) + 1
+    return read_class_names(names_file, num_classes)
+
+
+def load_image_lists(root: str | os.PathLike, train_list: str | None, test_list: str | None,
+                     extra_train_list: str | None, names_file: str | None):
+    """An image-list dataset -> (train, test) file lists, class names, and the mask of the train
+    images that the train list itself names (the rest come from dataset.extra_train_list)."""
+    root = Path(root)
+    for setting, value in (("dataset.train_list", train_list), ("dataset.test_list", test_list)):
+        if value is None:
+            raise UserError(f"dataset.name=imagelist needs {setting}: a file with one 'relative/path.jpg label' per line")
+    train = read_image_list(train_list, root, "dataset.train_list")
+    listed = np.ones(len(train), bool)
+    if extra_train_list is not None:
+        known = {path for path, _ in train}
+        extra = [entry for entry in read_image_list(extra_train_list, root, "dataset.extra_train_list")
+                 if entry[0] not in known]  # an image both lists name is stored once
+        train, listed = train + extra, np.concatenate([listed, np.zeros(len(extra), bool)])
+    test = read_image_list(test_list, root, "dataset.test_list")
+    classes = image_list_classes(train, names_file)
+    unknown = sorted({label for _, label in test if label >= len(classes)})
+    if unknown:
+        raise UserError(f"dataset.test_list={test_list} has labels the train list lacks ({_listing(list(map(str, unknown)))}): "
+                        f"the test list must use the train list's labels 0..{len(classes) - 1}")
+    missing = [_shown(path, root) for path, _ in train + test if not path.is_file()]
+    if missing:
+        raise UserError(f"dataset.root={root}: {len(missing)} image(s) named in the list files do not exist: "
+                        f"{_listing(missing)}; fix dataset.root or the list files")
+    return train, test, classes, listed
 
 
 def load_digits(image_size: int, test_fraction: float, split_seed: int):
@@ -196,10 +358,54 @@ def load_digits(image_size: int, test_fraction: float, split_seed: int):
     return pack(idx_train), pack(idx_test), [str(d) for d in range(10)]
 
 
+STATS_CHUNK = 4096  # images per step of the channel statistics (bounded memory on any dataset)
+
+
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std in [0, 1], accumulated in float64 to stay exact on 50k images."""
-    flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return flat.mean(0).astype(np.float32), flat.std(0).astype(np.float32)
+    """Per-channel mean and std in [0, 1], accumulated in float64 over chunks of images (exact on
+    50k images, and a memory-mapped store is never read whole)."""
+    total = np.zeros(images.shape[-1]), np.zeros(images.shape[-1])
+    count = 0
+    for start in range(0, len(images), STATS_CHUNK):
+        flat = images[start:start + STATS_CHUNK].reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+        total = total[0] + flat.sum(0), total[1] + np.square(flat).sum(0)
+        count += len(flat)
+    mean = total[0] / max(count, 1)
+    var = np.maximum(total[1] / max(count, 1) - np.square(mean), 0.0)
+    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+
+
+def images_path(split_npz: str | os.PathLike) -> Path:
+    """The uint8 image store beside a prepared split: results/data/train.npz -> train.images.npy."""
+    path = Path(split_npz)
+    return path.with_name(path.stem + ".images.npy")
+
+
+@dataclass
+class DatasetSettings:
+    """The `dataset` config section (the prepare-data rule's params)."""
+
+    name: str = "cifar10"
+    root: str = "data/cifar10"
+    image_size: int | None = None  # training/evaluation crop; null: the stored size
+    store_size: int | None = None  # shorter side of the stored images (then centre-cropped)
+    classes: list[str] | None = None  # folder only
+    train_list: str | None = None  # imagelist only
+    test_list: str | None = None
+    extra_train_list: str | None = None
+    class_names: str | None = None
+    test_fraction: float = 0.2  # digits only
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in SOURCES:
+            raise UserError(f"dataset.name={self.name!r} is not one of {', '.join(SOURCES)}")
+        if self.image_size is not None and self.store_size is not None and self.image_size > self.store_size:
+            raise UserError(f"dataset.image_size={self.image_size} > dataset.store_size={self.store_size}: training "
+                            f"crops come from the stored images, so set image_size <= store_size")
+
+    def store(self) -> StoreSize:
+        return StoreSize(self.store_size, None if self.store_size is not None else self.image_size)
 
 
 def prepare(
@@ -211,35 +417,131 @@ def prepare(
     classes: list[str] | None = None,
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    store_size: int | None = None,
+    train_list: str | None = None,
+    test_list: str | None = None,
+    extra_train_list: str | None = None,
+    class_names: str | None = None,
+    workers: int | None = None,
 ) -> None:
-    """Decode a dataset source once and cache both splits as .npz files."""
-    if name in CIFAR:
-        train, test, names = load_cifar(name, root)
-    elif name == "folder":
-        train, test, names = load_folder(root, classes, image_size)
-    elif name == "digits":
-        train, test, names = load_digits(image_size or 16, test_fraction, split_seed)
+    """Decode a dataset source once: each split becomes a small .npz (labels, class names, the
+    train split's channel statistics, the crop size) and a memory-mappable uint8 .images.npy."""
+    settings = DatasetSettings(name, str(root), image_size, store_size, classes, train_list, test_list,
+                               extra_train_list, class_names, test_fraction, split_seed)
+    workers = workers or available_cpus()
+    out_train, out_test = Path(out_train), Path(out_test)
+    if name in CIFAR or name == "digits":
+        if name == "digits":
+            train, test, names = load_digits(store_size or image_size or 16, test_fraction, split_seed)
+        else:
+            train, test, names = load_cifar(name, root)
+        _check_crop(settings, train["images"].shape[1])
+        with atomic_path(images_path(out_train)) as train_tmp, atomic_path(images_path(out_test)) as test_tmp:
+            for arrays, tmp in ((train, train_tmp), (test, test_tmp)):
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arrays["images"])
+            _write_meta(settings, out_train, out_test, train_tmp, train["labels"], test["labels"], names, None)
+        return
+    if name == "folder":
+        train_files, test_files, names, problems = load_folder(root, classes)
+        listed = None
     else:
-        raise UserError(f"dataset.name={name!r} is not one of {', '.join(SOURCES)}")
-    mean, std = channel_stats(train["images"])
-    for arrays, out in ((train, out_train), (test, out_test)):
+        train_files, test_files, names, listed = load_image_lists(root, train_list, test_list, extra_train_list,
+                                                                  class_names)
+        problems = []
+    _decode_splits(settings, out_train, out_test, train_files, test_files, names, listed, problems, workers)
+
+
+def _decode_splits(settings: DatasetSettings, out_train: Path, out_test: Path, train_files, test_files,
+                   names: list[str], listed, problems: list[str], workers: int) -> None:
+    """Decode both splits into their stores; every problem of both is named in one error, and
+    nothing is kept unless both decode."""
+    root = Path(settings.root)
+    with atomic_path(images_path(out_train)) as train_tmp, atomic_path(images_path(out_test)) as test_tmp:
+        for files, tmp, split in ((train_files, train_tmp, "train"), (test_files, test_tmp, "test")):
+            problems += decode_to_store([path for path, _ in files], tmp, settings.store(), root, workers,
+                                        f"decoding {split}")
+        if problems:
+            raise UserError(f"dataset.root={root}: {len(problems)} problem(s) with the image files: "
+                            f"{_listing(problems)}; delete or replace these files (or fill the empty class "
+                            f"folders), then rerun")
+        sizes = {np.load(tmp, mmap_mode="r").shape[1:] for tmp in (train_tmp, test_tmp)}
+        if len(sizes) > 1:
+            raise UserError(f"images under {root / 'train'} and {root / 'test'} differ in size {sorted(sizes)}: "
+                            f"set dataset.store_size")
+        _check_crop(settings, np.load(train_tmp, mmap_mode="r").shape[1])
+        labels = [np.asarray([label for _, label in files], np.int64) for files in (train_files, test_files)]
+        _write_meta(settings, out_train, out_test, train_tmp, *labels, names, listed)
+
+
+def _check_crop(settings: DatasetSettings, stored: int) -> None:
+    if settings.image_size is not None and settings.image_size > stored:
+        raise UserError(f"dataset.image_size={settings.image_size} is larger than the stored {stored}-px images: "
+                        f"set dataset.store_size >= {settings.image_size} (or a smaller image_size)")
+
+
+def _write_meta(settings: DatasetSettings, out_train: Path, out_test: Path, train_images: Path,
+                train_labels: np.ndarray, test_labels: np.ndarray, names: list[str], listed) -> None:
+    """The two small .npz files; written while the stores still sit at their temporary paths, so
+    that an interrupted prepare leaves neither a split without images nor images without a split."""
+    images = np.load(train_images, mmap_mode="r")
+    mean, std = channel_stats(images)
+    crop = settings.image_size or int(images.shape[1])
+    extra = {} if listed is None else {"listed": listed}
+    for labels, out in ((train_labels, out_train), (test_labels, out_test)):
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays, classes=np.asarray(names), mean=mean, std=std)
+                np.savez(fh, labels=labels, classes=np.asarray(names), mean=mean, std=std,
+                         image_size=np.int64(crop), **(extra if out == out_train else {}))
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, S, S, 3) uint8; memory-mapped from the store (rows read on use)
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    mean: np.ndarray  # (3,) float32, of the *train* split, in [0, 1]
+    std: np.ndarray  # (3,) float32
+    image_size: int = 0  # training/evaluation crop; 0: the stored size
+    listed: np.ndarray | None = None  # imagelist: True for the images the train list names
+
+    def __post_init__(self) -> None:
+        self.image_size = int(self.image_size or self.images.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def store_size(self) -> int:
+        return int(self.images.shape[1])
 
 
 def load_split(path: str | os.PathLike) -> Split:
-    """Read a cached split written by `prepare`."""
+    """Read a prepared split: its metadata, and its images memory-mapped from the store (an .npz
+    that holds the images itself, as hand-made test files do, is read whole)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: run `imbssl prepare-data` (the prepare_data rule) first")
     with np.load(path) as z:
+        if "images" in z:
+            images = z["images"]
+        else:
+            store = images_path(path)
+            if not store.exists():
+                raise UserError(f"{store} (the images of {path}) does not exist: rerun the prepare_data rule")
+            images = np.load(store, mmap_mode="r")
+        labels = z["labels"].astype(np.int64)
+        if len(images) != len(labels):
+            raise UserError(f"{path} has {len(labels)} labels but its images {len(images)}: rerun the prepare_data rule")
         return Split(
-            images=z["images"],
-            labels=z["labels"].astype(np.int64),
+            images=images,
+            labels=labels,
             classes=[str(c) for c in z["classes"]],
             mean=z["mean"].astype(np.float32),
             std=z["std"].astype(np.float32),
+            image_size=int(z["image_size"]) if "image_size" in z else 0,
+            listed=z["listed"] if "listed" in z else None,
         )
 
 

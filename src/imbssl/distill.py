@@ -169,8 +169,8 @@ def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[
     expert_backbones = []
     for path in experts:
         backbone, expert_meta = load_backbone(path, device)
-        for key in ("arch", "width", "image_size"):
-            if expert_meta[key] != meta[key]:
+        for key in ("arch", "width", "image_size", "stem"):
+            if expert_meta.get(key) != meta.get(key):
                 raise UserError(f"expert {path} has {key}={expert_meta[key]} but the base {base} has {meta[key]}: "
                                 f"retrain the experts from the base model")
         expert_backbones.append(backbone)
@@ -197,13 +197,14 @@ def distill(
     from .augment import AugmentConfig
     from .cluster import read_assignments
     from .device import resolve_device
-    from .models import build_backbone
+    from .models import backbone_from_meta
     from .subsets import require_subset_order
-    from .train import TrainSettings, fingerprint, load_training_data, run_training
+    from .train import TrainSettings, fingerprint, load_training_data, run_settings, run_training
 
     config, settings, augment = config or DistillConfig(), settings or TrainSettings(), augment or AugmentConfig()
     device = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
-    data = load_training_data(train_data, test_data, subset, device)
+    data = load_training_data(train_data, test_data, subset, device, settings.data_on_device,
+                              settings.device_memory_fraction)
     cluster_index, cluster_of = read_assignments(clusters)
     require_subset_order(cluster_index, data.indices, clusters, subset, "cluster")
     num_clusters = int(cluster_of.max()) + 1
@@ -215,9 +216,10 @@ def distill(
         raise UserError(f"{train_data} has {data.image_size}px images but the base {base} was trained on "
                         f"{meta['image_size']}px: use the train split the base was trained on")
     torch.manual_seed(seed)  # the student's initial weights (with init: scratch) and its heads'
-    student = initial_student(config.init, teachers.base, build_backbone(meta["arch"], meta["width"], data.image_size))
+    student = initial_student(config.init, teachers.base, backbone_from_meta(meta))
     module = Distiller(student, config, teachers, torch.tensor(cluster_of)).to(device)
-    run_id = fingerprint("distill", asdict(config), asdict(settings), asdict(augment), seed, data.indices.tolist(),
+    run_id = fingerprint("distill", asdict(config), run_settings(settings), asdict(augment), seed, data.indices.tolist(),
                          cluster_of.tolist(), base, list(experts))
     return run_training(module, data, settings, augment, out_dir, seed, run_id, stop_after_epoch,
-                        method="distill", arch=meta["arch"], width=meta["width"], teachers=[base, *experts])
+                        method="distill", arch=meta["arch"], width=meta["width"], stem=meta.get("stem", "auto"),
+                        teachers=[base, *experts])

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +28,7 @@ from . import UserError
 from .atomic import write_json
 from .augment import AugmentConfig, BatchAugment
 from .data import load_split
-from .device import resolve_device, to_device_images
+from .device import StreamedImages, as_source, choose_resident, image_source, resolve_device
 from .features import backbone_features, extract, load_backbone
 from .knn import knn_predict
 from .optim import cosine_lr, set_lr
@@ -109,15 +110,17 @@ def linear_probe(
 
 
 def augmented_linear_probe(
-    backbone: torch.nn.Module, train_images: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-    num_classes: int, mean, std, settings: EvalSettings, seed: int = 0,
+    backbone: torch.nn.Module, train_images, train_y: torch.Tensor, test_x: torch.Tensor,
+    num_classes: int, mean, std, settings: EvalSettings, seed: int = 0, size: int | None = None,
 ) -> torch.Tensor:
     """Train a linear classifier on the frozen backbone's features of freshly augmented uint8
-    `train_images` (on the device) every step; returns the predicted labels of the test features."""
+    `train_images` (a tensor on the device or an image source) every step, crops of `size` px (default:
+    the images' own); returns the predicted labels of the test features."""
+    train_images = as_source(train_images)
     device = train_images.device
     generator = torch.Generator(device=device).manual_seed(seed)
     host_generator = torch.Generator().manual_seed(seed)
-    augment = BatchAugment(probe_augmentation(settings), mean, std, int(train_images.shape[2]))
+    augment = BatchAugment(probe_augmentation(settings), mean, std, size or int(train_images.image_shape[1]))
     was_training = backbone.training
     backbone.eval()  # BatchNorm keeps its pretrained statistics
 
@@ -169,15 +172,20 @@ def evaluate_checkpoint(
     train, test = load_split(train_data), load_split(test_data)
     eval_idx, _ = read_csv(eval_subset)
     pretrain_idx, pretrain_labels = read_csv(pretrain_subset)
-    train_images = to_device_images(train.images[eval_idx], device)
-    train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features)
-    test_x = extract(backbone, to_device_images(test.images, device), train.mean, train.std,
-                     settings.batch_size_features)
+    size = meta["image_size"]
+    # The augmented probe reads the training images every step: on the device when they fit in
+    # half its memory, else streamed; the test images are read once, streamed.
+    per_image = int(np.prod(train.images.shape[1:]))
+    train_images = image_source(train.images, eval_idx, device,
+                                choose_resident("auto", len(eval_idx) * per_image, device, 0.5))
+    train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features, size)
+    test_x = extract(backbone, StreamedImages(test.images, np.arange(len(test.labels)), device), train.mean,
+                     train.std, settings.batch_size_features, size)
     train_y = torch.from_numpy(train.labels[eval_idx]).to(device)
     test_y = torch.from_numpy(test.labels).to(device)
     if settings.augment:
         pred = augmented_linear_probe(backbone, train_images, train_y, test_x, train.num_classes, train.mean,
-                                      train.std, settings, seed)
+                                      train.std, settings, seed, size)
     else:
         pred = linear_probe(train_x, train_y, test_x, train.num_classes, settings, seed)
     knn_pred = knn_predict(train_x, train_y, test_x, train.num_classes, settings.knn_k, settings.knn_t)

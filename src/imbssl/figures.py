@@ -30,7 +30,7 @@ import pandas as pd
 from . import UserError
 from .atomic import atomic_path
 from .data import class_names
-from .subsets import eval_subset_name, order_subsets, subset_class_counts
+from .subsets import eval_subset_name, order_subsets, subset_class_counts, subset_kind_and_factor
 from .tables import METHOD_LABELS, read_summary
 
 
@@ -94,7 +94,7 @@ def figure_class_distribution(subset_csvs, train_data, outs, settings: PlotSetti
         # One colour per imbalance factor: imbalanced-pX solid, its balanced twin dashed.
         colours = {}
         for name, per_class in counts.items():
-            kind, _, factor = name.partition("-p")
+            kind, factor = subset_kind_and_factor(name)
             colour = colours.setdefault(factor or name, f"C{len(colours)}")
             per_class = np.pad(per_class, (0, len(names) - len(per_class)))
             ax.plot(x, per_class, marker="o", markersize=3, color=colour,

@@ -5,54 +5,87 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from . import UserError
+
+STEMS = ("auto", "cifar", "imagenet")
+IMAGENET_STEM_FROM = 64  # px: `stem: auto` picks the ImageNet stem from this size up
 
 
 @dataclass
 class ModelConfig:
-    """The backbone: `arch` (resnet18, resnet10, vit_tiny) and, for ResNets, the first-stage width."""
+    """The backbone: `arch` (resnet18, resnet10, resnet50, a ViT), for ResNets the first-stage
+    width and the stem (auto: CIFAR's below 64 px, ImageNet's from 64 px)."""
 
     arch: str = "resnet18"
     width: int = 64
+    stem: str = "auto"
 
 
-class CifarResNet(ResNet):
-    """torchvision's ResNet with the CIFAR stem (3x3 conv, stride 1, no max-pool) and any width.
+class ResNetBackbone(ResNet):
+    """torchvision's ResNet (BasicBlock or Bottleneck stages) of any width, without its classifier,
+    with the CIFAR stem (3x3 conv, stride 1, no max-pool) or torchvision's ImageNet stem
+    (7x7 conv, stride 2, 3x3 max-pool).
 
-    `width` is the number of channels of the first stage (64 for the standard ResNet-18);
-    later stages double it, so the output has 8 * width features (512 for ResNet-18).
+    `width` is the number of channels of the first stage (64 for the standard ResNets); later
+    stages double it, so the output has 8 * width * expansion features (512 for ResNet-18,
+    2048 for ResNet-50).
     """
 
-    def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64):
-        super().__init__(BasicBlock, list(layers))
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck] = BasicBlock,
+                 layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64, stem: str = "cifar"):
+        super().__init__(block, list(layers))
         # Rebuild the stages with the requested width through torchvision's own _make_layer.
         self.inplanes = width
-        self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.maxpool = nn.Identity()
-        self.layer1 = self._make_layer(BasicBlock, width, layers[0])
-        self.layer2 = self._make_layer(BasicBlock, width * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(BasicBlock, width * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(BasicBlock, width * 8, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
         self.fc = nn.Identity()
-        self.output_dim = width * 8 * BasicBlock.expansion
+        self.output_dim = width * 8 * block.expansion
+        self.stem = stem
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
+ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet10": (BasicBlock, (1, 1, 1, 1)),
+         "resnet50": (Bottleneck, (3, 4, 6, 3))}
 
 
-def build_backbone(arch: str = "resnet18", width: int = 64, image_size: int = 32) -> nn.Module:
-    """A backbone with an `output_dim` attribute: CIFAR ResNets, or a small ViT (see vit.py)."""
+def resolve_stem(stem: str, image_size: int) -> str:
+    """`auto`: the CIFAR stem below 64 px (a stride-4 stem would leave a 32-px image 8x8 after
+    the stem), torchvision's ImageNet stem from 64 px up."""
+    if stem not in STEMS:
+        raise UserError(f"model.stem={stem!r}: use one of {', '.join(STEMS)}")
+    if stem != "auto":
+        return stem
+    return "imagenet" if image_size >= IMAGENET_STEM_FROM else "cifar"
+
+
+def build_backbone(arch: str = "resnet18", width: int = 64, image_size: int = 32, stem: str = "auto") -> nn.Module:
+    """A backbone with an `output_dim` attribute: ResNets (CIFAR or ImageNet stem), or a ViT (see vit.py)."""
     if arch in ARCHS:
-        return CifarResNet(ARCHS[arch], width)
+        block, layers = ARCHS[arch]
+        return ResNetBackbone(block, layers, width, resolve_stem(stem, image_size))
     if arch.startswith("vit"):
         from .vit import build_vit
 
         return build_vit(arch, image_size=image_size)
-    raise ValueError(f"unknown backbone {arch!r}; choose one of {sorted(ARCHS)} or vit_tiny")
+    raise UserError(f"model.arch={arch!r}: choose one of {', '.join(sorted(ARCHS))}, vit_tiny, vit_small, vit_mini")
+
+
+def backbone_from_meta(meta: dict) -> nn.Module:
+    """The backbone a model.pt describes (arch, width, image_size, stem; files written before
+    `stem` existed resolve it as `auto`, which gives the CIFAR stem they were trained with)."""
+    return build_backbone(meta["arch"], meta["width"], meta["image_size"], meta.get("stem", "auto"))
 
 
 def mlp(dims: list[int], last_bn: bool = False) -> nn.Sequential:

@@ -17,25 +17,27 @@ import torch.nn.functional as F
 
 from . import UserError, checkpoint
 from .atomic import write_json
-from .augment import normalize
+from .augment import centre_crop, normalize
 from .data import load_split
-from .device import resolve_device, to_device_images
+from .device import StreamedImages, as_source, resolve_device
 from .methods import build_method
 from .methods.msn import MSN, MSNConfig
-from .models import build_backbone
+from .models import backbone_from_meta
 from .subsets import read_csv
 
 
 @torch.no_grad()
-def prototype_usage(method: MSN, images: torch.Tensor, mean, std, batch_size: int = 1024) -> np.ndarray:
-    """(K,) int64: images of uint8 NCHW `images` (on the method's device) won by each prototype."""
+def prototype_usage(method: MSN, images, mean, std, batch_size: int = 1024, size: int | None = None) -> np.ndarray:
+    """(K,) int64: images of uint8 NCHW `images` (a tensor on the method's device, or an image
+    source), centre-cropped to `size`, won by each prototype."""
+    images = as_source(images)
     was_training = method.training
     method.eval()
     encoder, projector = method.target["backbone"], method.target["projector"]
     prototypes = F.normalize(method.prototypes.float(), dim=1)
     counts = torch.zeros(prototypes.shape[0], dtype=torch.int64, device=images.device)
-    for start in range(0, images.shape[0], batch_size):
-        z = projector(encoder(normalize(images[start:start + batch_size], mean, std))).float()
+    for chunk in images.chunks(batch_size):
+        z = projector(encoder(normalize(centre_crop(chunk, size), mean, std))).float()
         winners = (F.normalize(z, dim=1) @ prototypes.T).argmax(dim=1)
         counts += torch.bincount(winners, minlength=prototypes.shape[0])
     method.train(was_training)
@@ -47,7 +49,7 @@ def load_msn(model_path: str | os.PathLike, config: MSNConfig, device: torch.dev
     state = checkpoint.load(model_path, map_location="cpu")
     if state.get("method") not in ("msn", "pmsn"):
         raise UserError(f"{model_path} holds a {state.get('method')!r} model: prototype usage needs msn or pmsn")
-    backbone = build_backbone(state["arch"], state["width"], state["image_size"])
+    backbone = backbone_from_meta(state)
     method = build_method(state["method"], backbone, **vars(config))
     try:
         method.load_state_dict(state["method_state"])
@@ -64,8 +66,8 @@ def write_usage(model: str, train_data: str, subset: str, out: str, config: MSNC
     method, state = load_msn(model, config, dev)
     split = load_split(train_data)
     indices, _ = read_csv(subset)
-    images = to_device_images(split.images[indices], dev)
-    counts = prototype_usage(method, images, state["mean"], state["std"], batch_size)
+    images = StreamedImages(split.images, indices, dev)  # one pass: streamed in chunks
+    counts = prototype_usage(method, images, state["mean"], state["std"], batch_size, state["image_size"])
     result = {
         "method": state["method"],
         "prior": method.config.prior,

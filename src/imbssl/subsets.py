@@ -3,6 +3,9 @@
 Two profiles (`subsets.profile`) of imbalance factor p over classes c = 0..C-1 with n_c images:
 exponential (Cui et al. 2019, CIFAR-LT) keeps floor(n_c * p**(-c/(C-1))); step (Buda et al. 2018)
 keeps all images of the first ceil(C/2) classes and floor(n_c / p) of the other floor(C/2).
+A third, `given`, takes a long-tailed train list as it is (ImageNet-LT): imbalanced-given is the
+train list's images, balanced-given the same number spread evenly over the classes, drawn from
+everything stored (the list and dataset.extra_train_list).
 
 A subset is a list of indices into the train split. Subsets are drawn with their own seed
 (`subsets.seed`), so training seeds never change which images a subset holds.
@@ -21,7 +24,8 @@ from . import UserError
 from .atomic import write_text
 
 
-PROFILES = ("exponential", "step")
+PROFILES = ("exponential", "step", "given")
+GIVEN = "given"  # the factor part of the subset names of subsets.profile: given
 
 
 def _check_factor(factor: float) -> None:
@@ -116,16 +120,50 @@ def class_counts_of(labels: np.ndarray, num_classes: int) -> list[int]:
     return np.bincount(labels, minlength=num_classes).tolist()
 
 
-def subset_names(imbalance_factors: list[float]) -> list[str]:
+def subset_names(imbalance_factors: list[float], profile: str = "exponential") -> list[str]:
+    if profile == GIVEN:
+        return [f"imbalanced-{GIVEN}", f"balanced-{GIVEN}", "full"]
     names = []
     for p in imbalance_factors:
         names += [f"imbalanced-p{p:g}", f"balanced-p{p:g}"]
     return names + ["full"]
 
 
+def given_balanced_error(listed_counts: list[int], available: list[int]) -> str | None:
+    """Why a balanced twin of the given train list cannot be drawn (a class with too few images
+    stored), or None."""
+    total = sum(listed_counts)
+    want = balanced_counts(total, [total] * len(available))
+    short = [c for c, (need, have) in enumerate(zip(want, available)) if need > have]
+    if not short:
+        return None
+    worst = min(short, key=lambda c: available[c])
+    return (f"subsets.profile: given: the balanced twin of the train list ({total:,} images over "
+            f"{len(available)} classes) needs {want[worst]} images of every class, but {len(short)} classes have "
+            f"fewer stored (class {worst}: {available[worst]}); add their other images with "
+            f"dataset.extra_train_list (e.g. the rest of ImageNet's train split)")
+
+
+def build_given_subsets(labels: np.ndarray, num_classes: int, listed: np.ndarray | None,
+                        seed: int) -> dict[str, np.ndarray]:
+    """subsets.profile: given: the train list as the imbalanced set, its balanced twin, and full."""
+    listed = np.ones(len(labels), bool) if listed is None else np.asarray(listed, bool)
+    available = class_counts_of(labels, num_classes)
+    imbalanced = np.flatnonzero(listed)
+    message = given_balanced_error(class_counts_of(labels[imbalanced], num_classes), available)
+    if message is not None:
+        raise UserError(message)
+    balanced = balanced_counts(len(imbalanced), available)
+    return {f"imbalanced-{GIVEN}": imbalanced, f"balanced-{GIVEN}": draw(labels, balanced, seed=[seed, 2, 0]),
+            "full": np.arange(len(labels))}
+
+
 def build_subsets(labels: np.ndarray, num_classes: int, imbalance_factors: list[float], seed: int,
-                  profile: str = "exponential") -> dict[str, np.ndarray]:
-    """All subsets of the pipeline: imbalanced-pX (of `profile`), balanced-pX (same total) and full."""
+                  profile: str = "exponential", listed: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """All subsets of the pipeline: imbalanced-pX (of `profile`), balanced-pX (same total) and full;
+    with profile `given`, those of `build_given_subsets`."""
+    if profile == GIVEN:
+        return build_given_subsets(labels, num_classes, listed, seed)
     available = class_counts_of(labels, num_classes)
     subsets: dict[str, np.ndarray] = {}
     for p in imbalance_factors:
@@ -143,12 +181,19 @@ def subset_order_key(subset: str) -> tuple:
     """Paper order: imbalanced-p10, balanced-p10, imbalanced-p100, balanced-p100, ..., full last."""
     if subset == "full":
         return (2, 0.0, 0)
-    kind, _, factor = subset.partition("-p")
+    kind, factor = subset_kind_and_factor(subset)
     try:
-        p = float(factor)
+        p = math.inf if factor == GIVEN else float(factor.removeprefix("p"))
     except ValueError:
         return (3, 0.0, subset)  # unknown names after the known ones, alphabetically
     return (1, p, 0 if kind == "imbalanced" else 1)
+
+
+def subset_kind_and_factor(subset: str) -> tuple[str, str]:
+    """imbalanced-p100 -> ("imbalanced", "p100"), balanced-given -> ("balanced", "given"),
+    full -> ("full", "")."""
+    kind, _, factor = subset.partition("-")
+    return kind, factor
 
 
 def order_subsets(subsets) -> list[str]:
@@ -208,6 +253,6 @@ def write_all(train_data: str | os.PathLike, imbalance_factors: list[float], see
     from .data import load_split
 
     split = load_split(train_data)
-    subsets = build_subsets(split.labels, split.num_classes, imbalance_factors, seed, profile)
+    subsets = build_subsets(split.labels, split.num_classes, imbalance_factors, seed, profile, split.listed)
     for name, indices in subsets.items():
         write_csv(Path(out_dir) / f"{name}.csv", indices, split.labels)

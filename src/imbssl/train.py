@@ -34,7 +34,7 @@ from . import UserError, checkpoint, distributed
 from .atomic import write_text
 from .augment import AugmentConfig, BatchAugment
 from .data import Split, load_split
-from .device import resolve_device, to_device_images
+from .device import ResidentImages, StreamedImages, as_source, choose_resident, image_source, resolve_device
 from .features import extract_all_ranks
 from .knn import knn_accuracy
 from .methods import build_method
@@ -57,49 +57,72 @@ class TrainSettings:
     channels_last: bool = True  # NHWC activations on CUDA (ignored on CPU)
     device: str = "auto"
     log_every: int = 50  # steps between progress-bar updates (each one syncs the host)
+    data_on_device: str = "auto"  # the whole subset on the device (true), streamed (false), or by size
+    device_memory_fraction: float = 0.5  # auto: resident when the images fit in this share of its memory
 
 
 @dataclass
 class TrainingData:
-    """A job's training images on the device, with the splits that monitoring and saving need."""
+    """A job's training images (on the device, or streamed to it), with the splits that
+    monitoring and saving need."""
 
     train: Split
     test: Split
     indices: np.ndarray  # positions in the train split of the images trained on
-    images: torch.Tensor  # uint8 NCHW, train.images[indices] on the training device
+    images: ResidentImages | StreamedImages  # uint8 NCHW batches of train.images[indices]
 
     @property
     def image_size(self) -> int:
-        return int(self.train.images.shape[1])
+        """The crop the model sees (dataset.image_size), from images stored at train.store_size."""
+        return self.train.image_size
 
 
 def load_training_data(train_data: str | os.PathLike, test_data: str | os.PathLike, subset: str | os.PathLike,
-                       device: torch.device) -> TrainingData:
+                       device: torch.device, data_on_device: str = "auto",
+                       device_memory_fraction: float = 0.5) -> TrainingData:
+    """The subset's images and the test split (kNN monitoring), both resident on the device when
+    they fit together in `device_memory_fraction` of its memory (or as `data_on_device` says),
+    else both streamed from the memory-mapped store."""
     train, test = load_split(train_data), load_split(test_data)
     indices, _ = read_csv(subset)
-    return TrainingData(train, test, indices, to_device_images(train.images[indices], device))
+    per_image = int(np.prod(train.images.shape[1:]))
+    resident = choose_resident(data_on_device, (len(indices) + len(test.labels)) * per_image, device,
+                               device_memory_fraction)
+    if distributed.is_main():
+        print(f"[imbssl] {len(indices)} training images of {train.store_size}px "
+              f"({len(indices) * per_image / 2**30:.2f} GiB): "
+              f"{'resident on' if resident else 'streamed to'} {device}", file=sys.stderr)
+    return TrainingData(train, test, indices, image_source(train.images, indices, device, resident))
 
 
 @dataclass
 class Monitor:
     """Labelled images used only to report kNN accuracy while training (never to train)."""
 
-    bank_images: torch.Tensor
+    bank_images: ResidentImages | StreamedImages
     bank_labels: torch.Tensor
-    test_images: torch.Tensor
+    test_images: ResidentImages | StreamedImages
     test_labels: torch.Tensor
     num_classes: int
     mean: list[float]
     std: list[float]
+    image_size: int  # the centre crop features are computed on
 
 
 def make_monitor(data: TrainingData) -> Monitor:
     """kNN monitoring of a model trained on `data`: its images are the bank, the test split the queries."""
     device = data.images.device
     train, test = data.train, data.test
+    test_images = image_source(test.images, np.arange(len(test.labels)), device, data.images.resident)
     return Monitor(data.images, torch.from_numpy(train.labels[data.indices]).to(device),
-                   to_device_images(test.images, device), torch.from_numpy(test.labels).to(device),
-                   train.num_classes, train.mean.tolist(), train.std.tolist())
+                   test_images, torch.from_numpy(test.labels).to(device),
+                   train.num_classes, train.mean.tolist(), train.std.tolist(), data.image_size)
+
+
+def run_settings(settings: TrainSettings) -> dict:
+    """The settings that make a run what it is (its checkpoint's identity): where the images
+    live changes no batch, so a run may resume resident what it began streamed."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("data_on_device", "device_memory_fraction")}
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -225,7 +248,7 @@ def make_progress(name: str, epochs: int, steps_per_epoch: int, start_epoch: int
 
 def train_loop(
     module: Method,
-    images: torch.Tensor,
+    images: torch.Tensor | ResidentImages | StreamedImages,
     settings: TrainSettings,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     out_dir: str | os.PathLike,
@@ -234,7 +257,8 @@ def train_loop(
     monitor: Monitor | None = None,
     stop_after_epoch: int | None = None,
 ) -> list[dict]:
-    """Train `module` (a Method) on uint8 NCHW `images` already on the device.
+    """Train `module` (a Method) on uint8 NCHW `images`: a tensor on the device, or an image
+    source (device.py) that is resident or streams batches, prefetched, in the epoch's order.
 
     Resumes from out_dir/checkpoint.pt when it holds the same `run_id`; writes
     out_dir/metrics.csv every epoch. Returns the per-epoch metrics rows.
@@ -242,8 +266,9 @@ def train_loop(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    images = as_source(images)
     device = images.device
-    n = images.shape[0]
+    n = len(images)
     rank, world = distributed.rank(), distributed.world_size()
     batch_size = effective_batch_size(n, settings.batch_size, world)  # global: the lr rule and steps use it
     if batch_size < settings.batch_size and distributed.is_main():
@@ -293,13 +318,13 @@ def train_loop(
         distributed.reseed_for_rank(epoch_seed(seed, epoch), generator, host_generator)
         sums: dict[str, torch.Tensor] = {}
         started = time.perf_counter()
-        for step in range(steps_per_epoch):
+        indices = [distributed.rank_batch(order, step, batch_size, rank, world) for step in range(steps_per_epoch)]
+        for step, (index, batch) in enumerate(zip(indices, images.batches(indices))):
             global_step = epoch * steps_per_epoch + step
             lr = cosine_lr(global_step, total_steps, peak_lr, warmup_epochs * steps_per_epoch)
             set_lr(optimizer, lr)
-            index = distributed.rank_batch(order, step, batch_size, rank, world)
             loss, metrics = train_step(model, optimizer, images, index, augment, generator, host_generator,
-                                       amp, channels_last)
+                                       amp, channels_last, batch=batch)
             module.after_step((global_step + 1) / total_steps)
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
@@ -334,18 +359,19 @@ def train_loop(
 def train_step(
     module: Method, optimizer: torch.optim.Optimizer, images: torch.Tensor, index: torch.Tensor,
     augment: Callable, generator: torch.Generator, host_generator: torch.Generator, amp: bool,
-    channels_last: bool,
+    channels_last: bool, batch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on images[index]: augment on the device, forward, backward, update.
 
     `module` is the Method, or the Method under DistributedDataParallel (which averages the
-    gradients of all ranks during backward); calling it computes the method's loss.
+    gradients of all ranks during backward); calling it computes the method's loss. `batch` is
+    images[index] when the caller already has it (a streamed source's prefetched batch).
     """
-    batch = images[index]
+    batch = images[index] if batch is None else batch
     views = [augment(batch, generator, host_generator) for _ in range(distributed.unwrap(module).num_views)]
     if channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
         loss, metrics = module(views, index)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -365,8 +391,8 @@ def _check_finite(loss: float, epoch: int, out_dir: Path) -> None:
 def monitor_knn(backbone: nn.Module, monitor: Monitor, settings: TrainSettings) -> float:
     """kNN top-1 (%) of the test split against the training images' features (float32, as in
     evaluation: bf16 autocast is for training steps only)."""
-    bank = extract_all_ranks(backbone, monitor.bank_images, monitor.mean, monitor.std)
-    test = extract_all_ranks(backbone, monitor.test_images, monitor.mean, monitor.std)
+    bank = extract_all_ranks(backbone, monitor.bank_images, monitor.mean, monitor.std, size=monitor.image_size)
+    test = extract_all_ranks(backbone, monitor.test_images, monitor.mean, monitor.std, size=monitor.image_size)
     return 100.0 * knn_accuracy(bank, monitor.bank_labels, test, monitor.test_labels, monitor.num_classes,
                                 settings.knn_k, settings.knn_t)
 
@@ -418,16 +444,18 @@ def pretrain(
     """Self-supervised pretraining of `method` on the images of `subset`; writes out_dir/model.pt."""
     settings, model, augment = settings or TrainSettings(), model or ModelConfig(), augment or AugmentConfig()
     device = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
-    data = load_training_data(train_data, test_data, subset, device)
+    data = load_training_data(train_data, test_data, subset, device, settings.data_on_device,
+                              settings.device_memory_fraction)
     torch.manual_seed(seed)  # initial weights
-    backbone = build_backbone(model.arch, model.width, data.image_size)
+    backbone = build_backbone(model.arch, model.width, data.image_size, model.stem)
     module = build_method(method, backbone, **asdict(method_config)).to(device)
     if init is not None:
         _initialise(module, init, init_heads, device)
-    run_id = fingerprint(method, asdict(method_config), asdict(settings), asdict(model), asdict(augment),
+    run_id = fingerprint(method, asdict(method_config), run_settings(settings), asdict(model), asdict(augment),
                          seed, data.indices.tolist(), init, init_heads)
     return run_training(module, data, settings, augment, out_dir, seed, run_id, stop_after_epoch,
-                        method=method, arch=model.arch, width=model.width)
+                        method=method, arch=model.arch, width=model.width,
+                        stem=getattr(backbone, "stem", "auto"))
 
 
 def _initialise(module: Method, init: str, init_heads: bool, device: torch.device) -> None:

@@ -23,6 +23,12 @@ ARCHS: dict[str, dict[str, int]] = {
 PATCH_SIZE = 4  # 32x32 images -> 64 tokens, 16x16 images -> 16 tokens
 
 
+def patch_size_for(image_size: int) -> int:
+    """ViT patch: 4 px below 64 px (CIFAR), 8 px from 64 px, 16 px from 128 px (224 px -> the
+    14 x 14 tokens of ViT-S/16, MSN's ImageNet backbone)."""
+    return 16 if image_size >= 128 else 8 if image_size >= 64 else PATCH_SIZE
+
+
 class PatchDropViT(VisionTransformer):
     """torchvision's ViT without a classification head; outputs the final CLS token (`output_dim`)."""
 
@@ -63,7 +69,8 @@ def random_keep(batch: int, num_patches: int, mask_ratio: float, device: torch.d
     return noise.argsort(dim=1)[:, :num_kept(num_patches, mask_ratio)]
 
 
-def build_vit(arch: str = "vit_tiny", image_size: int = 32, patch_size: int = PATCH_SIZE) -> PatchDropViT:
+def build_vit(arch: str = "vit_tiny", image_size: int = 32, patch_size: int | None = None) -> PatchDropViT:
+    patch_size = patch_size or patch_size_for(image_size)
     if arch not in ARCHS:
         raise UserError(f"model.arch={arch!r}: choose one of {', '.join(sorted(ARCHS))}, resnet18, resnet10")
     if image_size % patch_size:

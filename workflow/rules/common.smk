@@ -14,7 +14,9 @@ from imbssl.settings import cli_flags, code_hash
 from imbssl.subsets import eval_subset_name, subset_names
 from imbssl.tables import method_label
 
-SUBSETS = subset_names(config["subsets"]["imbalance_factors"])
+SUBSETS = subset_names(
+    config["subsets"]["imbalance_factors"], config["subsets"]["profile"]
+)
 METHODS = config["methods"]  # pretrained by the pretrain rule
 SEEDS = config["seeds"]
 # Experiment I baselines (Table 2) and the MSN family (Table 4), in the configured order.
