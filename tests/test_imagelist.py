@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from imbssl import UserError
-from imbssl.data import images_path, load_split, prepare
+from imbssl.data import load_split, prepare
 from imbssl.subsets import balanced_counts, build_subsets
 
 from imagelist_data import PER_CLASS, TEST_PER_CLASS, TRAIN_LT, colour, make_image_lists
