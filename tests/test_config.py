@@ -492,20 +492,31 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def job_resources(workdir: Path, *args: str) -> dict[str, tuple[dict[str, str], str]]:
-    """Rule -> (resources, shell command) of the first planned job of each rule."""
+def job_resources(workdir: Path, *args: str) -> dict[str, dict[str, tuple[dict[str, str], str]]]:
+    """Rule -> output -> (resources, shell command) of every planned job. Keyed by output because
+    Snakemake does not plan the jobs of one rule in the same order from one run to the next."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", *args],
                             cwd=workdir, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    jobs, rule = {}, None
+    jobs: dict[str, dict[str, tuple[dict[str, str], str]]] = {}
+    rule = output = resources = None
     for line in result.stdout.splitlines():
         if line.startswith(("rule ", "localrule ")):
-            rule = line.split()[1].rstrip(":")
-        elif rule and line.startswith("    resources: ") and rule not in jobs:
-            jobs[rule] = (dict(item.split("=", 1) for item in line.strip()[11:].split(", ")), None)
-        elif rule and line.startswith("Shell command: ") and jobs.get(rule, (0, 1))[1] is None:
-            jobs[rule] = (jobs[rule][0], line[len("Shell command: "):])
+            rule, output, resources = line.split()[1].rstrip(":"), None, {}
+        elif rule and line.startswith("    output: "):
+            output = line.strip()[len("output: "):]
+        elif rule and line.startswith("    resources: "):
+            resources = dict(item.split("=", 1) for item in line.strip()[11:].split(", "))
+        elif rule and line.startswith("Shell command: "):
+            jobs.setdefault(rule, {})[output] = (resources, line[len("Shell command: "):])
+            rule = None
     return jobs
+
+
+def first_job(jobs: dict[str, tuple[dict[str, str], str]]) -> tuple[str, tuple[dict[str, str], str]]:
+    """The job of a rule with the first output in sorted order: the same job in every plan."""
+    output = min(jobs)
+    return output, jobs[output]
 
 
 def test_gpus_and_slots_of_a_job_are_its_resources_and_launcher_never_its_settings(workdir):
@@ -514,19 +525,20 @@ def test_gpus_and_slots_of_a_job_are_its_resources_and_launcher_never_its_settin
     baseline = job_resources(workdir)
     jobs = job_resources(workdir, "--config", "pretrain={gpus: 4}", "gpu_slots_per_device=3")
     for rule in ("pretrain", "base", "distill"):
-        resources, command = jobs[rule]
+        output, (resources, command) = first_job(jobs[rule])
         assert resources["gpu"] == "12" and resources["nodes"] == "1"  # 4 whole GPUs of 3 slots
         assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 1 --slots all --slots-per-device 3 -- ")
         imbssl = command.split(" -- ", 1)[1]
-        assert imbssl == baseline[rule][1].split(" -- ", 1)[1] and "--gpus" not in imbssl
+        assert imbssl == baseline[rule][output][1].split(" -- ", 1)[1] and "--gpus" not in imbssl
     for rule in ("expert", "features", "cluster", "evaluate", "prototype_usage"):
-        resources, command = jobs[rule]
+        _, (resources, command) = first_job(jobs[rule])
         assert resources["gpu"] == "1", rule  # one slot of a GPU shared by three such jobs
         assert command.startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots 1 --slots-per-device 3 -- ")
-    assert baseline["pretrain"][0]["gpu"] == "1" and baseline["expert"][0]["gpu"] == "1"
-    assert baseline["pretrain"][1].startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots all ")
+    _, (pretrain_resources, pretrain_command) = first_job(baseline["pretrain"])
+    assert pretrain_resources["gpu"] == "1" and first_job(baseline["expert"])[1][0]["gpu"] == "1"
+    assert pretrain_command.startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots all ")
 
-    resources, command = job_resources(workdir, "--config", "pretrain={gpus: 4, nodes: 2}")["pretrain"]
+    _, (resources, command) = first_job(job_resources(workdir, "--config", "pretrain={gpus: 4, nodes: 2}")["pretrain"])
     assert (resources["gres"], resources["nodes"], resources["gpu"]) == ("gpu:4", "2", "0")  # 4 per node
     assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 2 ")
 

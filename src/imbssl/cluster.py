@@ -126,7 +126,7 @@ def _kmeans_torch(features, k: int, seed: int, n_init: int, max_iter: int):
     from .kmeans_torch import torch_kmeans
 
     x = features if isinstance(features, torch.Tensor) else torch.from_numpy(to_numpy(features))
-    if not x.is_cuda and torch.cuda.is_available():
+    if not x.is_cuda and _cuda_available():
         x = x.cuda()
     labels, centres, inertia = torch_kmeans(x, k, seed, n_init, max_iter)
     return labels.cpu().numpy(), centres.cpu().numpy(), inertia, f"torch {torch.__version__} on {x.device.type}"

@@ -17,6 +17,7 @@ Only jsonschema and yaml are imported here, so a bad config fails in about a sec
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import sys
 from typing import Any, Iterable
@@ -200,21 +201,35 @@ def plan_error(config: dict) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def _list_counts(path: str, setting: str, mtime_ns: int, size: int) -> tuple[int, ...]:
+    """A list file's images per label, read once per Snakemake start however many checks ask
+    (keyed by the file's mtime and size, so an edited list is read again)."""
+    from .data import list_class_counts
+
+    return tuple(list_class_counts(path, setting))
+
+
+def _list_class_counts(path: str, setting: str) -> list[int]:
+    stat = os.stat(path) if os.path.isfile(path) else None
+    return list(_list_counts(path, setting, stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0))
+
+
 def known_class_counts(dataset: dict) -> tuple[list[int], list[int]] | None:
     """(images per class of the train list, of everything stored) for the datasets whose train
     counts are known without decoding: CIFAR (data.TRAIN_CLASS_COUNTS) and image lists (their
     labels are read, the images are not); None for the others."""
-    from .data import TRAIN_CLASS_COUNTS, list_class_counts
+    from .data import TRAIN_CLASS_COUNTS
 
     name = dataset["name"]
     if name in TRAIN_CLASS_COUNTS:
         return TRAIN_CLASS_COUNTS[name], TRAIN_CLASS_COUNTS[name]
     if name != "imagelist" or dataset["train_list"] is None:
         return None
-    listed = list_class_counts(dataset["train_list"], "dataset.train_list")
+    listed = _list_class_counts(dataset["train_list"], "dataset.train_list")
     stored = listed
     if dataset["extra_train_list"] is not None:
-        extra = list_class_counts(dataset["extra_train_list"], "dataset.extra_train_list")
+        extra = _list_class_counts(dataset["extra_train_list"], "dataset.extra_train_list")
         # An upper bound: images both lists name are stored once (prepare dedupes them).
         width = max(len(listed), len(extra))
         stored = [a + b for a, b in zip(listed + [0] * (width - len(listed)), extra + [0] * (width - len(extra)))]

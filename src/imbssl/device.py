@@ -35,13 +35,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _host_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over `array`'s memory; a read-only memory-mapped store is fine: torch warns that it
+    could write to it, and nothing here ever does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
 def to_device_images(images_nhwc: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 NHWC numpy -> uint8 NCHW tensor on `device` (kept as uint8: 4x less memory than float).
-    A read-only memory-mapped store is fine: the result is always a copy."""
-    with warnings.catch_warnings():  # torch warns about read-only arrays; it never writes to this one
-        warnings.simplefilter("ignore", UserWarning)
-        host = torch.from_numpy(np.ascontiguousarray(images_nhwc))
-    return host.to(device).permute(0, 3, 1, 2).contiguous()
+    The result is always a copy, so a read-only store is fine."""
+    return _host_tensor(np.ascontiguousarray(images_nhwc)).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+def images_bytes(store: np.ndarray, count: int) -> int:
+    """Bytes of `count` images of a uint8 (N, H, W, 3) store: what a resident source would take."""
+    return count * int(np.prod(store.shape[1:]))
 
 
 def device_memory_bytes(device: torch.device) -> int:
@@ -106,11 +116,9 @@ class StreamedImages:
 
     resident = False
 
-    def __init__(self, store: np.ndarray, rows: np.ndarray, device: torch.device):
-        with warnings.catch_warnings():  # a read-only memmap: torch warns it could not write to it; it never does
-            warnings.simplefilter("ignore", UserWarning)
-            self.store = torch.from_numpy(store) if isinstance(store, np.ndarray) else store
-        self.row_index = torch.as_tensor(np.asarray(rows, np.int64))
+    def __init__(self, store: np.ndarray | torch.Tensor, rows, device: torch.device):
+        self.store = _host_tensor(store) if isinstance(store, np.ndarray) else store
+        self.row_index = torch.as_tensor(rows, dtype=torch.int64)
         self.device = device
         self.pinned = device.type == "cuda"
 
@@ -123,10 +131,7 @@ class StreamedImages:
         return (channels, height, width)
 
     def rows(self, positions: Sequence[int] | slice) -> "StreamedImages":
-        part = StreamedImages.__new__(StreamedImages)
-        part.store, part.device, part.pinned = self.store, self.device, self.pinned
-        part.row_index = self.row_index[positions]
-        return part
+        return StreamedImages(self.store, self.row_index[positions], self.device)
 
     def _gather(self, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 NHWC host rows of the subset positions `index` (into `out` when given)."""

@@ -28,7 +28,7 @@ from . import UserError
 from .atomic import write_json
 from .augment import AugmentConfig, BatchAugment
 from .data import load_split
-from .device import StreamedImages, as_source, choose_resident, image_source, resolve_device
+from .device import StreamedImages, as_source, choose_resident, image_source, images_bytes, resolve_device
 from .features import backbone_features, extract, load_backbone
 from .knn import knn_predict
 from .optim import cosine_lr, set_lr
@@ -175,9 +175,8 @@ def evaluate_checkpoint(
     size = meta["image_size"]
     # The augmented probe reads the training images every step: on the device when they fit in
     # half its memory, else streamed; the test images are read once, streamed.
-    per_image = int(np.prod(train.images.shape[1:]))
     train_images = image_source(train.images, eval_idx, device,
-                                choose_resident("auto", len(eval_idx) * per_image, device, 0.5))
+                                choose_resident("auto", images_bytes(train.images, len(eval_idx)), device, 0.5))
     train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features, size)
     test_x = extract(backbone, StreamedImages(test.images, np.arange(len(test.labels)), device), train.mean,
                      train.std, settings.batch_size_features, size)

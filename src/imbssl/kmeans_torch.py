@@ -23,7 +23,8 @@ import torch
 CHUNK_ELEMENTS = 2**25  # distance entries (rows x centres) computed at once: 128 MiB of float32
 
 
-def _chunks(n: int, k: int, chunk_rows: int | None) -> range:
+def _chunks(n: int, k: int, chunk_rows: int | None) -> tuple[range, int]:
+    """The chunk starts over n rows and the chunk length (distances to k centres at once)."""
     rows = chunk_rows or max(1, CHUNK_ELEMENTS // max(k, 1))
     return range(0, n, rows), rows
 

@@ -34,7 +34,8 @@ from . import UserError, checkpoint, distributed
 from .atomic import write_text
 from .augment import AugmentConfig, BatchAugment
 from .data import Split, load_split
-from .device import ResidentImages, StreamedImages, as_source, choose_resident, image_source, resolve_device
+from .device import (ResidentImages, StreamedImages, as_source, choose_resident, image_source, images_bytes,
+                     resolve_device)
 from .features import extract_all_ranks
 from .knn import knn_accuracy
 from .methods import build_method
@@ -85,12 +86,11 @@ def load_training_data(train_data: str | os.PathLike, test_data: str | os.PathLi
     else both streamed from the memory-mapped store."""
     train, test = load_split(train_data), load_split(test_data)
     indices, _ = read_csv(subset)
-    per_image = int(np.prod(train.images.shape[1:]))
-    resident = choose_resident(data_on_device, (len(indices) + len(test.labels)) * per_image, device,
+    resident = choose_resident(data_on_device, images_bytes(train.images, len(indices) + len(test.labels)), device,
                                device_memory_fraction)
     if distributed.is_main():
         print(f"[imbssl] {len(indices)} training images of {train.store_size}px "
-              f"({len(indices) * per_image / 2**30:.2f} GiB): "
+              f"({images_bytes(train.images, len(indices)) / 2**30:.2f} GiB): "
               f"{'resident on' if resident else 'streamed to'} {device}", file=sys.stderr)
     return TrainingData(train, test, indices, image_source(train.images, indices, device, resident))
 
