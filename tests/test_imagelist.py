@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from imbssl import UserError
-from imbssl.data import load_split, prepare
+from imbssl.data import _resize_centre_crop, load_split, prepare
 from imbssl.subsets import balanced_counts, build_subsets
 
 from imagelist_data import PER_CLASS, TEST_PER_CLASS, TRAIN_LT, colour, make_image_lists
@@ -55,18 +55,22 @@ def test_the_store_is_memory_mapped_uint8_at_store_size_with_the_lists_labels(pr
         assert np.abs(means - np.stack([colour(y) for y in labels])).max() < 4
 
 
-def test_an_image_is_resized_on_its_shorter_side_then_centre_cropped(prepared, lists):
+@pytest.mark.parametrize("size", [(333, 200), (200, 333), (47, 31), (24, 24), (100, 24)])
+def test_an_image_is_resized_on_its_shorter_side_then_centre_cropped_as_torchvision_does(size):
+    from torchvision import transforms
+
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    expected = transforms.Compose([transforms.Resize(24), transforms.CenterCrop(24)])(image)
+    assert np.array_equal(_resize_centre_crop(image, 24), np.asarray(expected))
+
+
+def test_the_store_holds_each_listed_image_resized_and_cropped(prepared, lists):
     root, files = lists
     train, _ = prepared
     relative = files["train_lt"].read_text().splitlines()[1].rsplit(" ", 1)[0]
     with Image.open(root / relative) as im:
-        im = im.convert("RGB")
-        width, height = im.size
-        scale = 24 / min(width, height)
-        size = (max(24, round(width * scale)), max(24, round(height * scale)))
-        resized = im.resize(size, Image.BILINEAR)
-    left, top = int(round((size[0] - 24) / 2.0)), int(round((size[1] - 24) / 2.0))
-    expected = np.asarray(resized.crop((left, top, left + 24, top + 24)))
+        expected = _resize_centre_crop(im.convert("RGB"), 24)
     # JPEG draft mode may decode at a reduced scale first: equal up to rounding of a few levels.
     assert np.abs(train.images[1].astype(int) - expected.astype(int)).mean() < 2
 
@@ -116,6 +120,20 @@ def test_malformed_lines_and_unknown_test_labels_are_one_line_errors(lists, tmp_
     test.write_text("val/class_0/0000.jpg 12\n")
     assert "labels the train list lacks (12)" in _fails(root, files, tmp_path / "o2", test_list=test)
     assert "dataset.name=imagelist needs dataset.test_list" in _fails(root, files, tmp_path / "o3", test_list=None)
+
+
+def test_an_extra_list_that_relabels_a_train_list_image_is_named(lists, tmp_path):
+    root, files = lists
+    first_path, first_label = files["train_lt"].read_text().splitlines()[0].rsplit(" ", 1)
+    extra = tmp_path / "extra.txt"
+    extra.write_text(files["extra"].read_text() + f"{first_path} {int(first_label) + 1}\n")
+    message = _fails(root, files, tmp_path / "out", extra_train_list=extra)
+    assert "labels 1 image(s) of dataset.train_list=" in message
+    assert f"{first_path} ({first_label} vs {int(first_label) + 1})" in message
+    # The same image with the same label in both lists is fine, and stored once.
+    extra.write_text(files["extra"].read_text() + f"{first_path} {first_label}\n")
+    train, _ = _prepare(root, files, tmp_path / "same", extra_train_list=extra)
+    assert len(train.labels) == 10 * PER_CLASS
 
 
 def test_profile_given_takes_the_train_list_and_draws_its_balanced_twin(prepared):

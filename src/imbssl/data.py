@@ -136,8 +136,11 @@ def _resize_centre_crop(im, side: int) -> np.ndarray:
     from PIL import Image
 
     width, height = im.size
-    scale = side / min(width, height)
-    new_w, new_h = max(side, round(width * scale)), max(side, round(height * scale))
+    # torchvision truncates the longer side (int(side * long / short)), it does not round it.
+    if width <= height:
+        new_w, new_h = side, int(side * height / width)
+    else:
+        new_w, new_h = int(side * width / height), side
     if (new_w, new_h) != im.size:
         im = im.resize((new_w, new_h), Image.BILINEAR)
     left, top = int(round((new_w - side) / 2.0)), int(round((new_h - side) / 2.0))
@@ -320,9 +323,15 @@ def load_image_lists(root: str | os.PathLike, train_list: str | None, test_list:
     train = read_image_list(train_list, root, "dataset.train_list")
     listed = np.ones(len(train), bool)
     if extra_train_list is not None:
-        known = {path for path, _ in train}
-        extra = [entry for entry in read_image_list(extra_train_list, root, "dataset.extra_train_list")
-                 if entry[0] not in known]  # an image both lists name is stored once
+        known = dict(train)
+        extra = read_image_list(extra_train_list, root, "dataset.extra_train_list")
+        conflicts = [f"{_shown(path, root)} ({known[path]} vs {label})" for path, label in extra
+                     if path in known and known[path] != label]
+        if conflicts:
+            raise UserError(f"dataset.extra_train_list={extra_train_list} labels {len(conflicts)} image(s) of "
+                            f"dataset.train_list={train_list} differently: {_listing(conflicts)}; "
+                            "the two lists must agree on every image they both name")
+        extra = [entry for entry in extra if entry[0] not in known]  # an image both lists name is stored once
         train, listed = train + extra, np.concatenate([listed, np.zeros(len(extra), bool)])
     test = read_image_list(test_list, root, "dataset.test_list")
     classes = image_list_classes(train, names_file)
