@@ -4,7 +4,7 @@ import statistics
 import pytest
 import torch
 
-from imbssl.bench import BenchSettings, _images_per_s, _timed_windows, paper_estimate, run
+from imbssl.bench import BenchSettings, _images_per_s, paper_estimate, run, timed_windows
 
 TINY = dict(arch="resnet10", width=4, image_size=16, batch_size=16, num_images=64, warmup_steps=1,
             window_steps=1, windows=3, workers=0, kmeans_points=200, kmeans_dim=8, kmeans_ks=[5],
@@ -42,7 +42,7 @@ def test_bench_runs_both_pipelines_and_reports_their_ratio(tmp_path, capsys):
 def test_timed_windows_runs_the_warmup_then_each_window():
     calls = []
     settings = BenchSettings(warmup_steps=2, window_steps=4, windows=3)
-    seconds = _timed_windows(lambda: calls.append(1), torch.device("cpu"), settings)
+    seconds = timed_windows(lambda: calls.append(1), torch.device("cpu"), settings)
     assert len(calls) == 2 + 3 * 4 and len(seconds) == 3
     assert _images_per_s([1.0, 4.0, 2.0], BenchSettings(window_steps=4, batch_size=8)) == 4 * 8 / 2.0
 
@@ -81,3 +81,21 @@ def test_bench_gpus_runs_the_engine_on_several_processes_and_reports_its_scaling
     assert scaling["gradient_mib"] > 0 and len(scaling["window_seconds"]) == TINY["windows"]
     printed = capsys.readouterr().out
     assert "simsiam  2 processes" in printed and "scaling efficiency" in printed and "all-reduce" in printed
+
+
+def test_data_paths_bench_times_resident_streamed_and_dataloader_against_the_dataloader():
+    from imbssl.bench_data import DataBenchSettings
+    from imbssl.bench_data import run as run_data_paths
+
+    settings = DataBenchSettings(arch="resnet10", width=4, image_size=16, store_size=18, batch_size=8,
+                                 num_images=32, workers=0, warmup_steps=1, window_steps=2, windows=3)
+    report = run_data_paths(settings, torch.device("cpu"))
+    assert report["decode_images_per_s"] > 0 and report["settings"]["store_size"] == 18
+    for name in ("resident", "streamed", "dataloader"):
+        entry = report[name]
+        assert len(entry["window_step_s"]) == 3 and entry["gpu_step_s"] is None  # no CUDA events on the CPU
+        assert entry["wall_step_s"] == statistics.median(entry["window_step_s"])
+        assert entry["images_per_s"] == pytest.approx(8 / entry["wall_step_s"])
+    for name in ("resident", "streamed"):
+        assert report[name]["vs_dataloader"] == report[name]["images_per_s"] / report["dataloader"]["images_per_s"]
+    assert "vs_dataloader" not in report["dataloader"]

@@ -78,7 +78,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_windows(step, device, settings: BenchSettings) -> list[float]:
+def timed_windows(step, device, settings: BenchSettings) -> list[float]:
     """Seconds per window of `window_steps` steps, after `warmup_steps` untimed steps."""
     for _ in range(settings.warmup_steps):
         step()
@@ -133,7 +133,7 @@ def bench_engine(method: str, images_np, settings: BenchSettings, device, compil
                    channels_last=cuda)
 
     _reset_peak(device)
-    seconds = _timed_windows(step, device, settings)
+    seconds = timed_windows(step, device, settings)
     return {"images_per_s": _images_per_s(seconds, settings), "window_seconds": seconds,
             "peak_mem_mib": _peak_mib(device), "compile": compile_backbone}
 
@@ -167,7 +167,7 @@ def _scaling_worker(method: str, settings: dict) -> dict:
         index = distributed.rank_batch(order, 0, settings.batch_size, rank, world)
         train_step(model, optimizer, images, index, augment, generator, host_generator, amp=cuda, channels_last=cuda)
 
-    seconds = _timed_windows(step, device, settings)
+    seconds = timed_windows(step, device, settings)
     gradients = torch.zeros(sum(p.numel() for p in module.parameters() if p.requires_grad), device=device)
     for _ in range(3):
         torch.distributed.all_reduce(gradients)
@@ -222,11 +222,9 @@ class _TwoViews(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
-def bench_reference(method: str, images_np, settings: BenchSettings, device) -> dict:
-    torch.manual_seed(0)
-    module = build_method(method, build_backbone(settings.arch, settings.width, settings.image_size)).to(device)
-    optimizer = module.make_optimizer(settings.batch_size)
-    dataset = _TwoViews(images_np, torchvision_pipeline(AugmentConfig(), *channel_stats(images_np), settings.image_size))
+def dataloader_step(module, optimizer, dataset, settings, device: torch.device):
+    """The conventional pipeline the engine is compared with: a step on the next two views from a
+    shuffling DataLoader of `settings.workers` processes over `dataset` (cycled without end)."""
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True, num_workers=settings.workers,
         pin_memory=device.type == "cuda", persistent_workers=settings.workers > 0)
@@ -238,15 +236,23 @@ def bench_reference(method: str, images_np, settings: BenchSettings, device) -> 
     stream = batches()
 
     def step():
-        x1, x2 = next(stream)
-        x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        x1, x2 = (x.to(device, non_blocking=True) for x in next(stream))
         loss, _ = module.loss([x1, x2], None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def bench_reference(method: str, images_np, settings: BenchSettings, device) -> dict:
+    torch.manual_seed(0)
+    module = build_method(method, build_backbone(settings.arch, settings.width, settings.image_size)).to(device)
+    optimizer = module.make_optimizer(settings.batch_size)
+    dataset = _TwoViews(images_np, torchvision_pipeline(AugmentConfig(), *channel_stats(images_np), settings.image_size))
+    step = dataloader_step(module, optimizer, dataset, settings, device)
     _reset_peak(device)
-    seconds = _timed_windows(step, device, settings)
+    seconds = timed_windows(step, device, settings)
     return {"images_per_s": _images_per_s(seconds, settings), "window_seconds": seconds,
             "peak_mem_mib": _peak_mib(device)}
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .augment import AugmentConfig, BatchAugment, torchvision_pipeline
+from .bench import dataloader_step, timed_windows
 from .data import StoreSize, channel_stats, decode_to_store
 from .device import ResidentImages, StreamedImages, to_device_images
 from .methods import build_method
@@ -95,29 +96,25 @@ def _model(settings: DataBenchSettings, device: torch.device):
 
 
 def _time(step, device: torch.device, settings: DataBenchSettings) -> dict:
-    """Median wall seconds per step over the windows, and on CUDA the median GPU seconds per step."""
-    for _ in range(settings.warmup_steps):
-        step()
+    """Median wall seconds per step over the windows (bench.timed_windows), and on CUDA the
+    median over the windows of each window's median GPU seconds per step (CUDA events)."""
     cuda = device.type == "cuda"
-    walls, gpus = [], []
-    for _ in range(settings.windows):
-        if cuda:
-            torch.cuda.synchronize(device)
-        events = []
-        started = time.perf_counter()
-        for _ in range(settings.window_steps):
-            if cuda:
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-            step()
-            if cuda:
-                end.record()
-                events.append((begin, end))
-        if cuda:
-            torch.cuda.synchronize(device)
-        walls.append((time.perf_counter() - started) / settings.window_steps)
-        if cuda:
-            gpus.append(statistics.median(b.elapsed_time(e) / 1000 for b, e in events))
+    events = []
+
+    def timed_step():
+        if not cuda:
+            return step()
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        step()
+        end.record()
+        events.append((begin, end))
+
+    walls = [seconds / settings.window_steps for seconds in timed_windows(timed_step, device, settings)]
+    gpus = []
+    timed = events[settings.warmup_steps:]  # the warm-up steps' events are not counted
+    for start in range(0, len(timed), settings.window_steps):
+        gpus.append(statistics.median(b.elapsed_time(e) / 1000 for b, e in timed[start:start + settings.window_steps]))
     wall = statistics.median(walls)
     return {"images_per_s": settings.batch_size / wall, "wall_step_s": wall,
             "gpu_step_s": statistics.median(gpus) if gpus else None, "window_step_s": walls}
@@ -147,24 +144,7 @@ def _bench_store(source, mean, std, settings: DataBenchSettings, device: torch.d
 def _bench_dataloader(paths: list[Path], mean, std, settings: DataBenchSettings, device: torch.device) -> dict:
     module, optimizer = _model(settings, device)
     dataset = _JpegTwoViews(paths, torchvision_pipeline(AugmentConfig(), mean, std, settings.image_size))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=settings.workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=settings.workers > 0)
-
-    def forever():
-        while True:
-            yield from loader
-
-    stream = forever()
-
-    def step():
-        x1, x2 = (x.to(device, non_blocking=True) for x in next(stream))
-        loss, _ = module.loss([x1, x2], None)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return _time(step, device, settings)
+    return _time(dataloader_step(module, optimizer, dataset, settings, device), device, settings)
 
 
 def run(settings: DataBenchSettings, device: torch.device) -> dict:

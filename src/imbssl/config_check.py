@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import os
 import sys
 from typing import Any, Iterable
@@ -231,8 +232,7 @@ def known_class_counts(dataset: dict) -> tuple[list[int], list[int]] | None:
     if dataset["extra_train_list"] is not None:
         extra = _list_class_counts(dataset["extra_train_list"], "dataset.extra_train_list")
         # An upper bound: images both lists name are stored once (prepare dedupes them).
-        width = max(len(listed), len(extra))
-        stored = [a + b for a, b in zip(listed + [0] * (width - len(listed)), extra + [0] * (width - len(extra)))]
+        stored = [a + b for a, b in itertools.zip_longest(listed, extra, fillvalue=0)]
     return listed, stored
 
 
@@ -240,6 +240,7 @@ def dataset_plan_error(config: dict) -> str | None:
     """Dataset settings that no job could run with: an image list without its list files, a crop
     larger than the stored images, `profile: given` on a balanced source, or a given train list
     whose balanced twin cannot be drawn."""
+    from .data import crop_size_error
     from .subsets import GIVEN, given_balanced_error
 
     dataset, profile = config["dataset"], config["subsets"]["profile"]
@@ -251,10 +252,9 @@ def dataset_plan_error(config: dict) -> str | None:
         for key in ("train_list", "test_list", "extra_train_list", "class_names"):
             if dataset[key] is not None and not os.path.isfile(dataset[key]):
                 return f"config error: dataset.{key}: {dataset[key]} does not exist ({FIX})"
-    size, store = dataset["image_size"], dataset["store_size"]
-    if size is not None and store is not None and size > store:
-        return (f"config error: dataset.image_size={size} > dataset.store_size={store}: training crops come "
-                f"from the stored images, so set image_size <= store_size ({FIX})")
+    crop = crop_size_error(dataset["image_size"], dataset["store_size"])
+    if crop is not None:
+        return f"config error: {crop} ({FIX})"
     if profile == GIVEN and dataset["name"] not in ("imagelist", "folder"):
         return (f"config error: subsets.profile: given takes the train split as it is, but dataset.name: "
                 f"{dataset['name']} is balanced; use exponential or step, or an imagelist with a long-tailed "

@@ -384,6 +384,14 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
 
 
+def crop_size_error(image_size: int | None, store_size: int | None) -> str | None:
+    """Why dataset.image_size cannot be cropped from images stored at dataset.store_size, or None."""
+    if image_size is not None and store_size is not None and image_size > store_size:
+        return (f"dataset.image_size={image_size} > dataset.store_size={store_size}: training crops come "
+                f"from the stored images, so set image_size <= store_size")
+    return None
+
+
 def images_path(split_npz: str | os.PathLike) -> Path:
     """The uint8 image store beside a prepared split: results/data/train.npz -> train.images.npy."""
     path = Path(split_npz)
@@ -409,9 +417,9 @@ class DatasetSettings:
     def __post_init__(self) -> None:
         if self.name not in SOURCES:
             raise UserError(f"dataset.name={self.name!r} is not one of {', '.join(SOURCES)}")
-        if self.image_size is not None and self.store_size is not None and self.image_size > self.store_size:
-            raise UserError(f"dataset.image_size={self.image_size} > dataset.store_size={self.store_size}: training "
-                            f"crops come from the stored images, so set image_size <= store_size")
+        message = crop_size_error(self.image_size, self.store_size)
+        if message is not None:
+            raise UserError(message)
 
     def store(self) -> StoreSize:
         return StoreSize(self.store_size, None if self.store_size is not None else self.image_size)
@@ -474,11 +482,11 @@ def _decode_splits(settings: DatasetSettings, out_train: Path, out_test: Path, t
             raise UserError(f"dataset.root={root}: {len(problems)} problem(s) with the image files: "
                             f"{_listing(problems)}; delete or replace these files (or fill the empty class "
                             f"folders), then rerun")
-        sizes = {np.load(tmp, mmap_mode="r").shape[1:] for tmp in (train_tmp, test_tmp)}
-        if len(sizes) > 1:
-            raise UserError(f"images under {root / 'train'} and {root / 'test'} differ in size {sorted(sizes)}: "
-                            f"set dataset.store_size")
-        _check_crop(settings, np.load(train_tmp, mmap_mode="r").shape[1])
+        train_shape, test_shape = (np.load(tmp, mmap_mode="r").shape[1:] for tmp in (train_tmp, test_tmp))
+        if train_shape != test_shape:
+            raise UserError(f"images under {root / 'train'} and {root / 'test'} differ in size "
+                            f"{sorted({train_shape, test_shape})}: set dataset.store_size")
+        _check_crop(settings, train_shape[0])
         labels = [np.asarray([label for _, label in files], np.int64) for files in (train_files, test_files)]
         _write_meta(settings, out_train, out_test, train_tmp, *labels, names, listed)
 

@@ -171,8 +171,8 @@ def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[
         backbone, expert_meta = load_backbone(path, device)
         for key in ("arch", "width", "image_size", "stem"):
             if expert_meta.get(key) != meta.get(key):
-                raise UserError(f"expert {path} has {key}={expert_meta[key]} but the base {base} has {meta[key]}: "
-                                f"retrain the experts from the base model")
+                raise UserError(f"expert {path} has {key}={expert_meta.get(key)} but the base {base} has "
+                                f"{meta.get(key)}: retrain the experts from the base model")
         expert_backbones.append(backbone)
     return Teachers(base_backbone, expert_backbones), meta
 
