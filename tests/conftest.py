@@ -8,8 +8,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory):
     """The demo's digits dataset, cached once per test session: (train.npz, test.npz, subsets dir)."""
-    from imbssl.data import prepare
-    from imbssl.subsets import write_all
+    from imbssl.data.store import prepare
+    from imbssl.data.subsets import write_all
 
     root = tmp_path_factory.mktemp("digits")
     prepare("digits", root, root / "train.npz", root / "test.npz", image_size=16)

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imbssl import distributed
-from imbssl.augment import AugmentConfig, BatchAugment
-from imbssl.device import to_device_images
-from imbssl.distill import Distiller, DistillConfig, Teachers
-from imbssl.features import extract, extract_all_ranks
+from imbssl.core import distributed
+from imbssl.data.augment import AugmentConfig, BatchAugment
+from imbssl.data.device import to_device_images
+from imbssl.methods.distill import Distiller, DistillConfig, Teachers
+from imbssl.evaluation.features import extract, extract_all_ranks
 from imbssl.methods import build_method
-from imbssl.models import build_backbone
-from imbssl.train import TrainSettings, train_loop
+from imbssl.models.backbones import build_backbone
+from imbssl.training.loop import TrainSettings, train_loop
 
 NUM_IMAGES, BATCH, STEPS, SIZE = 32, 32, 4, 16  # one global batch per epoch: one loss per step
 NO_AUGMENTATION = AugmentConfig(crop_min_scale=1.0, crop_max_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0,

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from imbssl import UserError
-from imbssl.analysis import AnalysisSettings, class_groups, empty_groups_error, paired_difference, run_metrics
-from imbssl.per_class import write_group_table, write_per_class_table
-from imbssl.subsets import write_csv as write_subset_csv
-from imbssl.tables import write_table
+from imbssl.reporting.analysis import (AnalysisSettings, class_groups, empty_groups_error, paired_difference, run_metrics)
+from imbssl.reporting.per_class import write_group_table, write_per_class_table
+from imbssl.data.subsets import write_csv as write_subset_csv
+from imbssl.reporting.tables import write_table
 
 
 def test_paired_t_interval_by_hand():
@@ -96,7 +96,7 @@ def test_tables_module_stays_torch_free():
     import subprocess
     import sys
 
-    code = "import sys, imbssl.tables, imbssl.analysis; print('torch' in sys.modules)"
+    code = "import sys, imbssl.reporting.tables, imbssl.reporting.analysis; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

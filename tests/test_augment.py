@@ -13,16 +13,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from imbssl import UserError
-from imbssl.augment import (
-    AugmentConfig,
-    BatchAugment,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
-    grayscale,
-    normalize,
-)
+from imbssl.data.augment import (AugmentConfig, BatchAugment, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, normalize)
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,7 @@ import statistics
 import pytest
 import torch
 
-from imbssl.bench import BenchSettings, _images_per_s, paper_estimate, run, timed_windows
+from imbssl.bench.engine import BenchSettings, _images_per_s, paper_estimate, run, timed_windows
 
 TINY = dict(arch="resnet10", width=4, image_size=16, batch_size=16, num_images=64, warmup_steps=1,
             window_steps=1, windows=3, workers=0, kmeans_points=200, kmeans_dim=8, kmeans_ks=[5],
@@ -84,8 +84,8 @@ def test_bench_gpus_runs_the_engine_on_several_processes_and_reports_its_scaling
 
 
 def test_data_paths_bench_times_resident_streamed_and_dataloader_against_the_dataloader():
-    from imbssl.bench_data import DataBenchSettings
-    from imbssl.bench_data import run as run_data_paths
+    from imbssl.bench.data_paths import DataBenchSettings
+    from imbssl.bench.data_paths import run as run_data_paths
 
     settings = DataBenchSettings(arch="resnet10", width=4, image_size=16, store_size=18, batch_size=8,
                                  num_images=32, workers=0, warmup_steps=1, window_steps=2, windows=3)

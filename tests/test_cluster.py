@@ -6,19 +6,11 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from imbssl import UserError, checkpoint
-from imbssl.cluster import (
-    KMeansSettings,
-    cluster_subset,
-    contingency,
-    cuml_unavailable_reason,
-    kmeans,
-    order_by_size,
-    partition_random_like,
-    random_partition,
-)
-from imbssl.figures import PlotSettings, figure3
-from imbssl.tables import write_cluster_table
+from imbssl import UserError
+from imbssl.core import checkpoint
+from imbssl.clustering.kmeans import (KMeansSettings, cluster_subset, contingency, cuml_unavailable_reason, kmeans, order_by_size, partition_random_like, random_partition)
+from imbssl.reporting.figures import PlotSettings, figure3
+from imbssl.reporting.tables import write_cluster_table
 
 torch.set_num_threads(1)
 

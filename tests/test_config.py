@@ -22,16 +22,16 @@ SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text
 
 # config section (dotted path) -> (module, dataclass) whose fields it must list exactly.
 SECTIONS = {
-    "model": ("imbssl.models", "ModelConfig"),
-    "augment": ("imbssl.augment", "AugmentConfig"),
-    "pretrain": ("imbssl.train", "TrainSettings"),
+    "model": ("imbssl.models.backbones", "ModelConfig"),
+    "augment": ("imbssl.data.augment", "AugmentConfig"),
+    "pretrain": ("imbssl.training.loop", "TrainSettings"),
     "simsiam": ("imbssl.methods.simsiam", "SimSiamConfig"),
     "simclr": ("imbssl.methods.simclr", "SimCLRConfig"),
     "msn": ("imbssl.methods.msn", "MSNConfig"),
     "pmsn": ("imbssl.methods.msn", "PMSNConfig"),
-    "clustering.distill": ("imbssl.distill", "DistillConfig"),
-    "evaluation": ("imbssl.evaluate", "EvalSettings"),
-    "plots": ("imbssl.figures", "PlotSettings"),
+    "clustering.distill": ("imbssl.methods.distill", "DistillConfig"),
+    "evaluation": ("imbssl.evaluation.evaluate", "EvalSettings"),
+    "plots": ("imbssl.reporting.figures", "PlotSettings"),
 }
 # Keys of a section that are not fields of its dataclass, and fields kept out of the config:
 # a method's own `model` subsection is merged over `model` (ModelConfig flags), the MSN prior
@@ -89,7 +89,7 @@ def test_schema_types_and_defaults_match_the_dataclass(section):
 
 
 def test_clustering_kmeans_keys_are_the_kmeans_settings():
-    from imbssl.cluster import KMeansSettings
+    from imbssl.clustering.kmeans import KMeansSettings
 
     props = section_properties("clustering")
     for field in dataclasses.fields(KMeansSettings):
@@ -364,13 +364,13 @@ def test_pretrain_command_carries_its_config_slices_as_flags(workdir):
 
 def test_pretrain_flags_parse_back_to_the_configured_settings(workdir, monkeypatch):
     """The printed command, parsed by the real CLI, gives the dataclasses the merged config's values."""
-    pytest.importorskip("imbssl.train")
-    from imbssl.augment import AugmentConfig
+    pytest.importorskip("imbssl.training.loop")
+    from imbssl.data.augment import AugmentConfig
     from imbssl.cli import build_parser
     from imbssl.methods.simclr import SimCLRConfig
-    from imbssl.models import ModelConfig
+    from imbssl.models.backbones import ModelConfig
     from imbssl.settings import from_args
-    from imbssl.train import TrainSettings
+    from imbssl.training.loop import TrainSettings
 
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "results/pretrain/full/simclr/seed0/model.pt",
@@ -521,26 +521,26 @@ def first_job(jobs: dict[str, tuple[dict[str, str], str]]) -> tuple[str, tuple[d
 
 def test_gpus_and_slots_of_a_job_are_its_resources_and_launcher_never_its_settings(workdir):
     """pretrain.gpus/nodes/gpu_slots and gpu_slots_per_device reach the jobs as resources (what
-    Snakemake and SLURM allocate) and `imbssl.launch` options; the imbssl command stays the same."""
+    Snakemake and SLURM allocate) and `imbssl.orchestration.launch` options; the imbssl command stays the same."""
     baseline = job_resources(workdir)
     jobs = job_resources(workdir, "--config", "pretrain={gpus: 4}", "gpu_slots_per_device=3")
     for rule in ("pretrain", "base", "distill"):
         output, (resources, command) = first_job(jobs[rule])
         assert resources["gpu"] == "12" and resources["nodes"] == "1"  # 4 whole GPUs of 3 slots
-        assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 1 --slots all --slots-per-device 3 -- ")
+        assert command.startswith("python -m imbssl.orchestration.launch --gpus 4 --nodes 1 --slots all --slots-per-device 3 -- ")
         imbssl = command.split(" -- ", 1)[1]
         assert imbssl == baseline[rule][output][1].split(" -- ", 1)[1] and "--gpus" not in imbssl
     for rule in ("expert", "features", "cluster", "evaluate", "prototype_usage"):
         _, (resources, command) = first_job(jobs[rule])
         assert resources["gpu"] == "1", rule  # one slot of a GPU shared by three such jobs
-        assert command.startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots 1 --slots-per-device 3 -- ")
+        assert command.startswith("python -m imbssl.orchestration.launch --gpus 1 --nodes 1 --slots 1 --slots-per-device 3 -- ")
     _, (pretrain_resources, pretrain_command) = first_job(baseline["pretrain"])
     assert pretrain_resources["gpu"] == "1" and first_job(baseline["expert"])[1][0]["gpu"] == "1"
-    assert pretrain_command.startswith("python -m imbssl.launch --gpus 1 --nodes 1 --slots all ")
+    assert pretrain_command.startswith("python -m imbssl.orchestration.launch --gpus 1 --nodes 1 --slots all ")
 
     _, (resources, command) = first_job(job_resources(workdir, "--config", "pretrain={gpus: 4, nodes: 2}")["pretrain"])
     assert (resources["gres"], resources["nodes"], resources["gpu"]) == ("gpu:4", "2", "0")  # 4 per node
-    assert command.startswith("python -m imbssl.launch --gpus 4 --nodes 2 ")
+    assert command.startswith("python -m imbssl.orchestration.launch --gpus 4 --nodes 2 ")
 
 
 @pytest.mark.parametrize("override, expected", [

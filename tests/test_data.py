@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from imbssl import UserError
-from imbssl.data import channel_stats, load_split, prepare
+from imbssl.data.store import channel_stats, load_split, prepare
 
 
 def test_digits_split_is_deterministic_rgb_and_stratified(tmp_path, digits_data):

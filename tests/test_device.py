@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from imbssl import UserError, checkpoint, device
-from imbssl.augment import AugmentConfig, centre_crop
-from imbssl.device import ResidentImages, StreamedImages, choose_resident, image_source, to_device_images
+from imbssl import UserError
+from imbssl.core import checkpoint
+from imbssl.data import device
+from imbssl.data.augment import AugmentConfig, centre_crop
+from imbssl.data.device import ResidentImages, StreamedImages, choose_resident, image_source, to_device_images
 from imbssl.methods.simsiam import SimSiamConfig
-from imbssl.models import ModelConfig
-from imbssl.train import TrainSettings, load_training_data, pretrain
+from imbssl.models.backbones import ModelConfig
+from imbssl.training.loop import TrainSettings, load_training_data, pretrain
 
 CPU = torch.device("cpu")
 

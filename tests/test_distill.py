@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from imbssl import UserError, checkpoint
-from imbssl.distill import DistillConfig, Distiller, RegressionHeads, Teachers, distill_loss
-from imbssl.models import build_backbone
+from imbssl import UserError
+from imbssl.core import checkpoint
+from imbssl.methods.distill import DistillConfig, Distiller, RegressionHeads, Teachers, distill_loss
+from imbssl.models.backbones import build_backbone
 
 torch.set_num_threads(1)
 
@@ -112,8 +113,8 @@ def _save_model(backbone, path, mean, std):
 
 
 def test_distill_trains_a_student_and_saves_its_backbone_only(tmp_path):
-    from imbssl.distill import distill
-    from imbssl.train import TrainSettings
+    from imbssl.methods.distill import distill
+    from imbssl.training.loop import TrainSettings
 
     rng = np.random.default_rng(0)
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
@@ -170,8 +171,8 @@ def _distill_inputs(tmp_path):
 @pytest.mark.parametrize("init", ["base", "scratch"])
 def test_student_starts_from_the_base_and_its_heads_start_fresh(tmp_path, monkeypatch, init):
     """Section 3.1 step 4: the student has "the same architecture and parameter as SimSiam_base"."""
-    from imbssl import distill as distill_module
-    from imbssl import train
+    from imbssl.methods import distill as distill_module
+    from imbssl.training import loop as train
 
     base, paths = _distill_inputs(tmp_path)
     captured = {}

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from imbssl import UserError, checkpoint, distributed
-from imbssl.launch import job_command, multinode_command, step_environment
-from imbssl.train import effective_batch_size
+from imbssl import UserError
+from imbssl.core import checkpoint, distributed
+from imbssl.orchestration.launch import job_command, multinode_command, step_environment
+from imbssl.training.loop import effective_batch_size
 
 TESTS = Path(__file__).resolve().parent
 TOLERANCE = 1e-5  # 2 x B/2 against 1 x B differ by < 1e-6 here; without SyncBN or the gathers by > 1e-4
@@ -115,14 +116,14 @@ PRINT_RANK = ("import os; e = os.environ; "
 
 def test_launch_leases_the_gpus_then_starts_one_process_per_gpu(tmp_path):
     env = {**run_env(), "IMBSSL_NUM_GPUS": "3", "IMBSSL_LOCK_DIR": str(tmp_path / "locks")}
-    done = subprocess.run([sys.executable, "-m", "imbssl.launch", "--gpus", "2", "--", sys.executable, "-c",
+    done = subprocess.run([sys.executable, "-m", "imbssl.orchestration.launch", "--gpus", "2", "--", sys.executable, "-c",
                            PRINT_RANK], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(done.stdout.splitlines()) == ["0 2 0,1", "1 2 0,1"]  # two fake GPUs, leased at once
 
 
 def test_several_nodes_on_a_workstation_stop_in_one_line():
-    done = subprocess.run([sys.executable, "-m", "imbssl.launch", "--gpus", "2", "--nodes", "2", "--", "true"],
+    done = subprocess.run([sys.executable, "-m", "imbssl.orchestration.launch", "--gpus", "2", "--nodes", "2", "--", "true"],
                           env=run_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "runs under SLURM only" in done.stderr
@@ -218,7 +219,7 @@ def test_two_nodes_meeting_on_localhost_finish_one_run(two_nodes):
 
 
 def launched(command: list[str], gpus: int = 2) -> list[str]:
-    return [sys.executable, "-m", "imbssl.launch", "--gpus", str(gpus), "--", *command]
+    return [sys.executable, "-m", "imbssl.orchestration.launch", "--gpus", str(gpus), "--", *command]
 
 
 def rank_pid(launcher_pid: int, rank: int) -> int | None:
@@ -241,7 +242,7 @@ def weights(path: Path) -> dict:
 
 
 def test_resume_after_killing_a_rank_equals_an_uninterrupted_run(digits_data, two_nodes, tmp_path):
-    """`imbssl.launch --gpus 2` (torchrun on this machine's CPU), rank 1 killed after the first
+    """`imbssl.orchestration.launch --gpus 2` (torchrun on this machine's CPU), rank 1 killed after the first
     checkpoint: the job ends at once; run again, it resumes and ends with the weights of the
     uninterrupted 2-process run (the two-"node" one)."""
     out = tmp_path / "killed"

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from imbssl.data import load_split
-from imbssl.evaluate import (EvalSettings, augmented_linear_probe, evaluate_checkpoint, linear_probe,
-                             per_class_accuracy, probe_augmentation)
-from imbssl.subsets import write_csv
-from imbssl.knn import knn_predict
+from imbssl.data.store import load_split
+from imbssl.evaluation.evaluate import (EvalSettings, augmented_linear_probe, evaluate_checkpoint, linear_probe, per_class_accuracy, probe_augmentation)
+from imbssl.data.subsets import write_csv
+from imbssl.evaluation.knn import knn_predict
 
 
 def test_knn_by_hand():
@@ -38,10 +37,10 @@ def test_per_class_accuracy_by_hand():
 
 
 def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp_path):
-    from imbssl.augment import AugmentConfig
+    from imbssl.data.augment import AugmentConfig
     from imbssl.methods.simsiam import SimSiamConfig
-    from imbssl.models import ModelConfig
-    from imbssl.train import TrainSettings, pretrain
+    from imbssl.models.backbones import ModelConfig
+    from imbssl.training.loop import TrainSettings, pretrain
 
     train, test, subsets = digits_data
     model = pretrain("simsiam", SimSiamConfig(proj_dim=16, pred_hidden_dim=8, warmup_epochs=0), str(train), str(test),
@@ -95,8 +94,8 @@ def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain
     from zero): top-1 is 0. Fitted on the test split or the pretraining subset, it would be 100.
     Both protocols: each calls its own probe."""
     from imbssl.methods import build_method
-    from imbssl.models import build_backbone
-    from imbssl.train import save_model
+    from imbssl.models.backbones import build_backbone
+    from imbssl.training.loop import save_model
 
     rng = np.random.default_rng(0)
     images = lambda n: rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
@@ -180,9 +179,9 @@ def test_probe_augmentation_is_the_reference_crop_and_flip():
 
 def test_features_are_float32_even_inside_a_bf16_autocast_region():
     """evaluation, kNN and clustering read `extract`'s features: never bf16, whoever calls it."""
-    from imbssl.augment import normalize
-    from imbssl.features import extract
-    from imbssl.models import build_backbone
+    from imbssl.data.augment import normalize
+    from imbssl.evaluation.features import extract
+    from imbssl.models.backbones import build_backbone
 
     torch.manual_seed(0)
     backbone = build_backbone("resnet10", 4, 8).eval()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imbssl import UserError
-from imbssl.gpu_lease import visible_devices
+from imbssl.orchestration.gpu_lease import visible_devices
 
 NUM_DEVICES = 3
 NUM_JOBS = 6
@@ -49,7 +49,7 @@ def lease_env(lock_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def leased(*command: str) -> list[str]:
-    return [sys.executable, "-m", "imbssl.gpu_lease", "--", *command]
+    return [sys.executable, "-m", "imbssl.orchestration.gpu_lease", "--", *command]
 
 
 def run_print_device(env: dict[str, str]) -> str:
@@ -217,9 +217,9 @@ def test_small_jobs_share_a_gpu_by_slots_and_a_whole_gpu_job_waits_for_all(tmp_p
     slots = ["--slots", "1", "--slots-per-device", "3", "--"]
     whole = ["--slots", "all", "--slots-per-device", "3", "--"]
     # The slot jobs keep their slots until all three have started: they must hold them together.
-    slot_job = [sys.executable, "-m", "imbssl.gpu_lease", *slots, sys.executable, "-c", RECORDING_JOB,
+    slot_job = [sys.executable, "-m", "imbssl.orchestration.gpu_lease", *slots, sys.executable, "-c", RECORDING_JOB,
                 str(slot_records), "3"]
-    whole_job = [sys.executable, "-m", "imbssl.gpu_lease", *whole, sys.executable, "-c", HOLDING_JOB,
+    whole_job = [sys.executable, "-m", "imbssl.orchestration.gpu_lease", *whole, sys.executable, "-c", HOLDING_JOB,
                  str(whole_records), "0.2"]
     run_concurrently([whole_job, *[slot_job] * 3], env, timeout=60)
 
@@ -239,7 +239,7 @@ def test_each_slot_job_holds_its_own_slot(tmp_path):
     try:
         seen = []
         for _ in range(4):  # 2 GPUs x 2 slots, each job kept alive while the next one leases
-            holder = subprocess.Popen([sys.executable, "-m", "imbssl.gpu_lease", "--slots", "1",
+            holder = subprocess.Popen([sys.executable, "-m", "imbssl.orchestration.gpu_lease", "--slots", "1",
                                        "--slots-per-device", "2", "--", sys.executable, "-c",
                                        f"{print_slots}; import sys, time; sys.stdout.flush(); time.sleep(60)"],
                                       env=env, stdout=subprocess.PIPE, text=True)
@@ -254,7 +254,7 @@ def test_each_slot_job_holds_its_own_slot(tmp_path):
 
 def test_more_gpus_than_the_machine_has_is_a_user_error(tmp_path):
     env = lease_env(tmp_path / "locks", IMBSSL_NUM_GPUS="2")
-    done = subprocess.run([sys.executable, "-m", "imbssl.gpu_lease", "--gpus", "3", "--", "true"], env=env,
+    done = subprocess.run([sys.executable, "-m", "imbssl.orchestration.gpu_lease", "--gpus", "3", "--", "true"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "asks for 3 GPUs but this machine has 2" in done.stderr
@@ -266,7 +266,7 @@ def test_a_job_waiting_for_gpus_holds_none_of_them(tmp_path):
     one while waiting is how two jobs each holding half of what the other needs deadlock."""
     import threading
 
-    from imbssl.gpu_lease import _try_lock, acquire, slot_file
+    from imbssl.orchestration.gpu_lease import _try_lock, acquire, slot_file
 
     locks = tmp_path / "locks"
     locks.mkdir()

@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from imbssl import UserError
-from imbssl.data import _resize_centre_crop, load_split, prepare
-from imbssl.subsets import balanced_counts, build_subsets
+from imbssl.data.store import _resize_centre_crop, load_split, prepare
+from imbssl.data.subsets import balanced_counts, build_subsets
 
 from imagelist_data import PER_CLASS, TEST_PER_CLASS, TRAIN_LT, colour, make_image_lists
 

@@ -7,9 +7,9 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
-from imbssl import cluster
-from imbssl.cluster import kmeans, resolve_backend
-from imbssl.kmeans_torch import assign, kmeans_plusplus, lloyd, torch_kmeans
+from imbssl.clustering import kmeans as cluster
+from imbssl.clustering.kmeans import kmeans, resolve_backend
+from imbssl.clustering.kmeans_torch import assign, kmeans_plusplus, lloyd, torch_kmeans
 
 
 def _sklearn(x, k, n_init=10):

@@ -7,7 +7,7 @@ from imbssl.methods import build_method
 from imbssl.methods.registry import output_std
 from imbssl.methods.simclr import nt_xent
 from imbssl.methods.simsiam import negative_cosine
-from imbssl.models import build_backbone, mlp
+from imbssl.models.backbones import build_backbone, mlp
 
 
 def test_negative_cosine_by_hand_and_stop_gradient():

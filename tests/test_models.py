@@ -6,7 +6,7 @@ from torch import nn
 
 from imbssl import UserError
 from imbssl.methods import build_method
-from imbssl.models import backbone_from_meta, build_backbone, resolve_stem
+from imbssl.models.backbones import backbone_from_meta, build_backbone, resolve_stem
 
 
 def test_resnet50_is_torchvisions_with_a_2048_d_output():

@@ -13,15 +13,13 @@ import torch
 from torch import nn
 
 from imbssl import UserError
-from imbssl.augment import normalize
+from imbssl.data.augment import normalize
 from imbssl.methods import build_method
-from imbssl.methods.msn import (
-    ema_momentum, ema_update_, entropy, kl_divergence, power_law, prior_distribution, prior_term, sinkhorn,
-)
-from imbssl.models import build_backbone
-from imbssl.figures import figure_prototype_usage, sorted_usage
-from imbssl.prototypes import prototype_usage, write_usage
-from imbssl.vit import build_vit, num_kept, random_keep
+from imbssl.methods.msn import (ema_momentum, ema_update_, entropy, kl_divergence, power_law, prior_distribution, prior_term, sinkhorn)
+from imbssl.models.backbones import build_backbone
+from imbssl.reporting.figures import figure_prototype_usage, sorted_usage
+from imbssl.evaluation.prototypes import prototype_usage, write_usage
+from imbssl.models.vit import build_vit, num_kept, random_keep
 
 torch.set_num_threads(1)
 
@@ -325,7 +323,7 @@ def test_usage_file_stores_the_images_per_prototype_the_prior_expects(tmp_path, 
     # 30 images, 2 prototypes: a power law with tau 1 expects 1 : 1/2 of them, i.e. 20 and 10;
     # the uniform prior 15 each, whatever tau says.
     from imbssl.methods.msn import MSNConfig, PMSNConfig
-    from imbssl.train import save_model
+    from imbssl.training.loop import save_model
 
     torch.manual_seed(0)
     method = _small(name, build_backbone("vit_mini", image_size=16), num_prototypes=2, tau=tau)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from imbssl.optim import LARS, build_optimizer, cosine_lr
+from imbssl.core.optim import LARS, build_optimizer, cosine_lr
 
 
 def test_lars_step_matches_a_by_hand_update():
@@ -52,7 +52,7 @@ def test_unknown_optimizer():
 
 
 def test_param_groups_split_decay_and_fixed_lr():
-    from imbssl.optim import param_groups
+    from imbssl.core.optim import param_groups
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
     extra = net[0].weight  # a 2-D weight kept out of decay on request (as MSN's prototypes)
@@ -70,7 +70,7 @@ def test_param_groups_split_decay_and_fixed_lr():
 
 
 def test_set_lr_leaves_fixed_groups_at_their_lr():
-    from imbssl.optim import set_lr
+    from imbssl.core.optim import set_lr
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     optimizer = build_optimizer(net, "sgd", lr=0.2, weight_decay=0.0, fixed_lr=list(net[1].parameters()))

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from imbssl import UserError
-from imbssl.figures import PlotSettings, figure_class_distribution
-from imbssl.subsets import order_subsets, write_csv
-from imbssl.tables import write_table
+from imbssl.reporting.figures import PlotSettings, figure_class_distribution
+from imbssl.data.subsets import order_subsets, write_csv
+from imbssl.reporting.tables import write_table
 
 
 def prepared_split(tmp_path, classes):
@@ -122,7 +122,7 @@ def test_figure_writes_png_and_pdf_without_torch(tmp_path):
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["figure1.pdf", "figure1.png"]
 
 
-@pytest.mark.parametrize("module", ["imbssl.tables", "imbssl.figures", "imbssl.per_class", "imbssl.analysis"])
+@pytest.mark.parametrize("module", ["imbssl.reporting.tables", "imbssl.reporting.figures", "imbssl.reporting.per_class", "imbssl.reporting.analysis"])
 def test_tables_and_figures_do_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -154,7 +154,7 @@ def test_figure1_labels_the_classes_with_the_prepared_splits_names(tmp_path, mon
 
 
 def test_class_counts_per_subset_in_paper_order(tmp_path):
-    from imbssl.subsets import subset_class_counts as class_counts
+    from imbssl.data.subsets import subset_class_counts as class_counts
 
     labels = np.array([0, 0, 0, 1, 1, 2])
     write_csv(tmp_path / "full.csv", np.arange(6), labels)
@@ -165,7 +165,7 @@ def test_class_counts_per_subset_in_paper_order(tmp_path):
 
 
 def test_class_names_come_from_the_prepared_split(tmp_path):
-    from imbssl.data import class_names
+    from imbssl.data.store import class_names
 
     assert class_names(prepared_split(tmp_path, ["airplane", "automobile"])) == ["airplane", "automobile"]
     with pytest.raises(UserError, match="run `imbssl prepare-data`"):
@@ -173,7 +173,7 @@ def test_class_names_come_from_the_prepared_split(tmp_path):
 
 
 def test_method_labels_name_experiment_ii_students_as_the_paper():
-    from imbssl.tables import method_label
+    from imbssl.reporting.tables import method_label
 
     assert [method_label(m) for m in ("simclr", "simsiam", "simsiam-c-d", "simsiam-d", "msn", "pmsn")] == \
         ["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D", "MSN", "PMSN"]
@@ -197,7 +197,7 @@ def test_table3_columns_follow_the_method_list_with_n_a_for_methods_not_run(tmp_
 
 
 def test_frequency_curve_averages_classes_of_one_count_then_seeds():
-    from imbssl.figures import frequency_curve
+    from imbssl.reporting.figures import frequency_curve
 
     runs = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "x": [100, 10, 10, 100, 10, 10],
                          "accuracy": [90.0, 40.0, 60.0, 80.0, 30.0, float("nan")]})
@@ -218,7 +218,7 @@ def _metrics_csv(path, epochs, knn_every=2, offset=0.0):
 
 
 def test_frequency_figure_and_training_curves_are_drawn(tmp_path):
-    from imbssl.figures import figure_accuracy_vs_frequency, figure_stage_curves, figure_training_curves
+    from imbssl.reporting.figures import figure_accuracy_vs_frequency, figure_stage_curves, figure_training_curves
 
     write_csv(tmp_path / "imbalanced-p4.csv", np.arange(7), np.repeat([0, 1, 2], [4, 2, 1]))
     write_csv(tmp_path / "balanced-p4.csv", np.arange(6), np.repeat([0, 1, 2], 2))
@@ -244,7 +244,7 @@ def test_frequency_figure_and_training_curves_are_drawn(tmp_path):
 
 
 def test_training_curves_need_a_metrics_file_with_epochs_and_loss(tmp_path):
-    from imbssl.figures import read_metrics
+    from imbssl.reporting.figures import read_metrics
 
     (tmp_path / "m.csv").write_text("epoch,lr\n1,0.1\n")
     with pytest.raises(UserError, match=r"lack columns \['loss'\]: rerun its training job"):

@@ -80,7 +80,7 @@ def test_flags_parse_back_with_the_cli():
     """Every flag the params render is one the command's parser reads back to the same value."""
     import argparse
 
-    from imbssl.evaluate import EvalSettings
+    from imbssl.evaluation.evaluate import EvalSettings
     from imbssl.settings import add_flags, from_args
 
     config = canonicalize({"evaluation": {"lr": 30, "weight_decay": 1e-5, "feature_norm": "l2"}}, SCHEMA)

@@ -114,7 +114,7 @@ rule all:
 rule pretrain:
     output: "models/{i}.txt"
     resources: gpu=1
-    shell: "python -m imbssl.gpu_lease -- sh -c 'echo $CUDA_VISIBLE_DEVICES $SLURM_JOB_ID' > {output}"
+    shell: "python -m imbssl.orchestration.gpu_lease -- sh -c 'echo $CUDA_VISIBLE_DEVICES $SLURM_JOB_ID' > {output}"
 
 rule table:
     input: expand("models/{i}.txt", i=range(2))
@@ -180,7 +180,7 @@ rule all:
 rule pretrain:
     output: "ranks.txt"
     resources: gpu=2, nodes=1, launch="--gpus 2 --nodes 1 --rendezvous c10d"
-    shell: "python -m imbssl.launch {resources.launch} -- python ranks.py > {output}"
+    shell: "python -m imbssl.orchestration.launch {resources.launch} -- python ranks.py > {output}"
 """
 
 

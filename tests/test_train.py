@@ -8,12 +8,13 @@ import time
 import pytest
 import torch
 
-from imbssl import UserError, checkpoint
-from imbssl.augment import AugmentConfig, BatchAugment
+from imbssl import UserError
+from imbssl.core import checkpoint
+from imbssl.data.augment import AugmentConfig, BatchAugment
 from imbssl.methods.registry import Method, MethodConfig
 from imbssl.methods.simsiam import SimSiamConfig
-from imbssl.models import ModelConfig
-from imbssl.train import TrainSettings, effective_batch_size, pretrain, train_loop
+from imbssl.models.backbones import ModelConfig
+from imbssl.training.loop import TrainSettings, effective_batch_size, pretrain, train_loop
 
 TINY = ModelConfig(arch="resnet10", width=4)
 
@@ -83,7 +84,7 @@ def _optimizer_lrs(checkpoint_path):
 @pytest.mark.parametrize("warmup_epochs", [0, 2])
 def test_fix_pred_lr_keeps_the_predictor_at_the_peak_lr(digits_data, tmp_path, warmup_epochs):
     """PatrickHua/SimSiam: the predictor's lr is base_lr x batch/256 throughout, warm-up included."""
-    from imbssl.optim import cosine_lr
+    from imbssl.core.optim import cosine_lr
 
     train, test, subsets = digits_data
     peak = 0.03 * 32 / 256
@@ -123,7 +124,7 @@ class _ClipRecorder(Method):
 
 
 def test_gradients_are_clipped_between_backward_and_the_optimizer_step(tmp_path):
-    from imbssl.train import train_step
+    from imbssl.training.loop import train_step
 
     module = _ClipRecorder()
     optimizer = module.make_optimizer(8)
@@ -242,7 +243,7 @@ def test_job_logs_get_one_plain_line_per_epoch(digits_data, tmp_path, capsys):
 
 
 def test_a_terminal_keeps_the_progress_bar(monkeypatch):
-    from imbssl import train
+    from imbssl.training import loop as train
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     progress = train.make_progress("run", 2, 10, 0)

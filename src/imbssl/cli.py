@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import UserError
+from imbssl import UserError
 
 
 def _cmd_prepare_data(args):
-    from .data import prepare
+    from imbssl.data.store import prepare
 
     prepare(args.name, args.root, args.out_train, args.out_test, image_size=args.image_size,
             classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
@@ -22,17 +22,17 @@ def _cmd_prepare_data(args):
 
 
 def _cmd_subsets(args):
-    from .subsets import write_all
+    from imbssl.data.subsets import write_all
 
     write_all(args.train_data, args.imbalance_factors, args.seed, args.out_dir, profile=args.profile)
 
 
 def _pretrain_parser(parser: argparse.ArgumentParser, method: str | None) -> None:
-    from .augment import AugmentConfig
-    from .methods import get_method
-    from .models import ModelConfig
-    from .settings import add_flags, parse_bool
-    from .train import TrainSettings
+    from imbssl.data.augment import AugmentConfig
+    from imbssl.methods import get_method
+    from imbssl.models.backbones import ModelConfig
+    from imbssl.settings import add_flags, parse_bool
+    from imbssl.training.loop import TrainSettings
 
     parser.add_argument("--method", required=True, help="registered method name (simsiam, simclr, msn, ...)")
     parser.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
@@ -51,11 +51,11 @@ def _pretrain_parser(parser: argparse.ArgumentParser, method: str | None) -> Non
 
 
 def _cmd_pretrain(args):
-    from .augment import AugmentConfig
-    from .methods import get_method
-    from .models import ModelConfig
-    from .settings import from_args
-    from .train import TrainSettings, pretrain
+    from imbssl.data.augment import AugmentConfig
+    from imbssl.methods import get_method
+    from imbssl.models.backbones import ModelConfig
+    from imbssl.settings import from_args
+    from imbssl.training.loop import TrainSettings, pretrain
 
     pretrain(
         method=args.method,
@@ -74,8 +74,8 @@ def _cmd_pretrain(args):
 
 
 def _cmd_evaluate(args):
-    from .evaluate import EvalSettings, evaluate_checkpoint
-    from .settings import from_args
+    from imbssl.evaluation.evaluate import EvalSettings, evaluate_checkpoint
+    from imbssl.settings import from_args
 
     evaluate_checkpoint(
         model=args.model, train_data=args.train_data, test_data=args.test_data,
@@ -86,7 +86,7 @@ def _cmd_evaluate(args):
 
 
 def _cmd_table(args):
-    from .tables import write_table
+    from imbssl.reporting.tables import write_table
 
     write_table(args.results, args.methods, args.out_csv, args.out_md, title=args.title,
                 differences=[tuple(pair) for pair in args.difference], imbalance_gaps=args.imbalance_gaps,
@@ -94,14 +94,14 @@ def _cmd_table(args):
 
 
 def _cmd_figure_subsets(args):
-    from .figures import PlotSettings, figure_class_distribution
-    from .settings import from_args
+    from imbssl.reporting.figures import PlotSettings, figure_class_distribution
+    from imbssl.settings import from_args
 
     figure_class_distribution(args.subsets, args.train_data, args.out, from_args(PlotSettings, args))
 
 
 def _args_prepare_data(p):
-    from .data import SOURCES
+    from imbssl.data.store import SOURCES
 
     p.add_argument("--name", required=True, choices=SOURCES)
     p.add_argument("--root", default="data")
@@ -123,7 +123,7 @@ def _args_prepare_data(p):
 
 def _args_subsets(p):
     p.add_argument("--train-data", required=True)
-    from .subsets import PROFILES
+    from imbssl.data.subsets import PROFILES
 
     p.add_argument("--imbalance-factors", type=float, nargs="+", required=True)
     p.add_argument("--profile", choices=PROFILES, default="exponential",
@@ -137,8 +137,8 @@ def _args_pretrain(p):
 
 
 def _args_evaluate(p):
-    from .evaluate import EvalSettings
-    from .settings import add_flags
+    from imbssl.evaluation.evaluate import EvalSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--model", required=True)
     p.add_argument("--train-data", required=True)
@@ -166,8 +166,8 @@ def _args_table(p):
 
 
 def _args_figure_subsets(p):
-    from .figures import PlotSettings
-    from .settings import add_flags
+    from imbssl.reporting.figures import PlotSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--subsets", nargs="+", required=True)
     p.add_argument("--train-data", required=True, help="prepared train split (its class names label the axis)")
@@ -176,8 +176,8 @@ def _args_figure_subsets(p):
 
 
 def _args_bench(p):
-    from .bench import BenchSettings
-    from .settings import add_flags, parse_bool
+    from imbssl.bench.engine import BenchSettings
+    from imbssl.settings import add_flags, parse_bool
 
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--data-paths", type=parse_bool, default=False, metavar="BOOL",
@@ -189,8 +189,8 @@ def _args_bench(p):
 
 
 def _cmd_bench(args):
-    from .bench import BenchSettings, run
-    from .settings import from_args
+    from imbssl.bench.engine import BenchSettings, run
+    from imbssl.settings import from_args
 
     if args.data_paths:
         return _cmd_bench_data(args)
@@ -200,9 +200,9 @@ def _cmd_bench(args):
 def _cmd_bench_data(args):
     import dataclasses
 
-    from .atomic import write_json
-    from .bench_data import DataBenchSettings, print_report, run
-    from .device import resolve_device
+    from imbssl.core.atomic import write_json
+    from imbssl.bench.data_paths import DataBenchSettings, print_report, run
+    from imbssl.data.device import resolve_device
 
     shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataBenchSettings) if f.name != "store_size"}
     settings = DataBenchSettings(**shared, store_size=args.store_size or round(args.image_size * 8 / 7))
@@ -222,14 +222,14 @@ def _args_features(p):
 
 
 def _cmd_features(args):
-    from .features import write_features
+    from imbssl.evaluation.features import write_features
 
     write_features(args.model, args.train_data, args.subset, args.out, args.batch_size_features, args.device)
 
 
 def _args_cluster(p):
-    from .cluster import KMeansSettings
-    from .settings import add_flags
+    from imbssl.clustering.kmeans import KMeansSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--features", required=True)
     p.add_argument("--subset", required=True)
@@ -241,8 +241,8 @@ def _args_cluster(p):
 
 
 def _cmd_cluster(args):
-    from .cluster import KMeansSettings, cluster_subset
-    from .settings import from_args
+    from imbssl.clustering.kmeans import KMeansSettings, cluster_subset
+    from imbssl.settings import from_args
 
     cluster_subset(args.features, args.subset, args.out_dir, args.seed, from_args(KMeansSettings, args),
                    args.subset_name, args.train_data)
@@ -258,17 +258,17 @@ def _args_partition_random(p):
 
 
 def _cmd_partition_random(args):
-    from .cluster import partition_random_like
+    from imbssl.clustering.kmeans import partition_random_like
 
     partition_random_like(args.clusters_dir, args.subset, args.out_dir, args.seed, args.subset_name,
                           args.train_data)
 
 
 def _args_distill(p):
-    from .augment import AugmentConfig
-    from .distill import DistillConfig
-    from .settings import add_flags
-    from .train import TrainSettings
+    from imbssl.data.augment import AugmentConfig
+    from imbssl.methods.distill import DistillConfig
+    from imbssl.settings import add_flags
+    from imbssl.training.loop import TrainSettings
 
     p.add_argument("--base", required=True, help="base model.pt")
     p.add_argument("--experts", nargs="+", required=True, help="expert model.pt files, cluster 0 first")
@@ -284,10 +284,10 @@ def _args_distill(p):
 
 
 def _cmd_distill(args):
-    from .augment import AugmentConfig
-    from .distill import DistillConfig, distill
-    from .settings import from_args
-    from .train import TrainSettings
+    from imbssl.data.augment import AugmentConfig
+    from imbssl.methods.distill import DistillConfig, distill
+    from imbssl.settings import from_args
+    from imbssl.training.loop import TrainSettings
 
     distill(args.base, args.experts, args.clusters, args.train_data, args.test_data, args.subset, args.out_dir,
             args.seed, config=from_args(DistillConfig, args), settings=from_args(TrainSettings, args),
@@ -295,8 +295,8 @@ def _cmd_distill(args):
 
 
 def _args_figure_clusters(p):
-    from .figures import PlotSettings
-    from .settings import add_flags
+    from imbssl.reporting.figures import PlotSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--pca", required=True)
     p.add_argument("--contingency", required=True)
@@ -306,8 +306,8 @@ def _args_figure_clusters(p):
 
 
 def _cmd_figure_clusters(args):
-    from .figures import PlotSettings, figure3
-    from .settings import from_args
+    from imbssl.reporting.figures import PlotSettings, figure3
+    from imbssl.settings import from_args
 
     figure3(args.pca, args.contingency, args.out, from_args(PlotSettings, args), summary_file=args.summary)
 
@@ -323,14 +323,14 @@ def _args_cluster_table(p):
 
 
 def _cmd_cluster_table(args):
-    from .tables import write_cluster_table
+    from imbssl.reporting.tables import write_cluster_table
 
     write_cluster_table(args.summaries, args.out_csv, args.out_md, args.expert_metrics, args.min_expert_steps)
 
 
 def _args_prototype_usage(p):
-    from .methods import get_method
-    from .settings import add_flags
+    from imbssl.methods import get_method
+    from imbssl.settings import add_flags
 
     method = _peek_method(sys.argv[1:])
     p.add_argument("--method", required=True, choices=["msn", "pmsn"])
@@ -344,17 +344,17 @@ def _args_prototype_usage(p):
 
 
 def _cmd_prototype_usage(args):
-    from .methods import get_method
-    from .prototypes import write_usage
-    from .settings import from_args
+    from imbssl.methods import get_method
+    from imbssl.evaluation.prototypes import write_usage
+    from imbssl.settings import from_args
 
     write_usage(args.model, args.train_data, args.subset, args.out, from_args(get_method(args.method)[1], args),
                 device=args.device)
 
 
 def _args_figure_prototypes(p):
-    from .figures import PlotSettings
-    from .settings import add_flags
+    from imbssl.reporting.figures import PlotSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--usage", nargs="+", required=True, help="prototype-usage JSON files")
     p.add_argument("--title", default="")
@@ -363,15 +363,15 @@ def _args_figure_prototypes(p):
 
 
 def _cmd_figure_prototypes(args):
-    from .figures import PlotSettings, figure_prototype_usage
-    from .settings import from_args
+    from imbssl.reporting.figures import PlotSettings, figure_prototype_usage
+    from imbssl.settings import from_args
 
     figure_prototype_usage(args.usage, args.out, args.title, from_args(PlotSettings, args))
 
 
 def _args_results_and_subsets(p):
-    from .analysis import AnalysisSettings
-    from .settings import add_flags
+    from imbssl.reporting.analysis import AnalysisSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--results", nargs="+", required=True, help="result JSONs (the evaluate rule's)")
     p.add_argument("--subsets", nargs="+", required=True,
@@ -388,9 +388,9 @@ def _args_group_table(p):
 
 
 def _cmd_group_table(args):
-    from .analysis import AnalysisSettings
-    from .per_class import write_group_table
-    from .settings import from_args
+    from imbssl.reporting.analysis import AnalysisSettings
+    from imbssl.reporting.per_class import write_group_table
+    from imbssl.settings import from_args
 
     write_group_table(args.results, args.subsets, args.methods, args.out_csv, args.out_md, args.title,
                       from_args(AnalysisSettings, args))
@@ -403,16 +403,16 @@ def _args_per_class_table(p):
 
 
 def _cmd_per_class_table(args):
-    from .analysis import AnalysisSettings
-    from .per_class import write_per_class_table
-    from .settings import from_args
+    from imbssl.reporting.analysis import AnalysisSettings
+    from imbssl.reporting.per_class import write_per_class_table
+    from imbssl.settings import from_args
 
     write_per_class_table(args.results, args.subsets, args.out_csv, args.out_md, from_args(AnalysisSettings, args))
 
 
 def _args_figure_frequency(p):
-    from .figures import PlotSettings
-    from .settings import add_flags
+    from imbssl.reporting.figures import PlotSettings
+    from imbssl.settings import add_flags
 
     _args_results_and_subsets(p)
     p.add_argument("--title", default="")
@@ -421,17 +421,17 @@ def _args_figure_frequency(p):
 
 
 def _cmd_figure_frequency(args):
-    from .analysis import AnalysisSettings
-    from .figures import PlotSettings, figure_accuracy_vs_frequency
-    from .settings import from_args
+    from imbssl.reporting.analysis import AnalysisSettings
+    from imbssl.reporting.figures import PlotSettings, figure_accuracy_vs_frequency
+    from imbssl.settings import from_args
 
     figure_accuracy_vs_frequency(args.results, args.subsets, args.out, args.title, from_args(PlotSettings, args),
                                  from_args(AnalysisSettings, args))
 
 
 def _args_figure_curves(p):
-    from .figures import PlotSettings
-    from .settings import add_flags
+    from imbssl.reporting.figures import PlotSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.csv of each training job")
     p.add_argument("--labels", nargs="+", required=True, help="a name per metrics file (column titles)")
@@ -441,15 +441,15 @@ def _args_figure_curves(p):
 
 
 def _cmd_figure_curves(args):
-    from .figures import PlotSettings, figure_training_curves
-    from .settings import from_args
+    from imbssl.reporting.figures import PlotSettings, figure_training_curves
+    from imbssl.settings import from_args
 
     figure_training_curves(args.metrics, args.labels, args.out, args.title, from_args(PlotSettings, args))
 
 
 def _args_figure_stages(p):
-    from .figures import PlotSettings
-    from .settings import add_flags
+    from imbssl.reporting.figures import PlotSettings
+    from imbssl.settings import add_flags
 
     p.add_argument("--base", required=True, help="the base model's metrics.csv")
     p.add_argument("--kinds", nargs="+", required=True, help="partition kinds, one figure column each")
@@ -462,8 +462,8 @@ def _args_figure_stages(p):
 
 
 def _cmd_figure_stages(args):
-    from .figures import PlotSettings, figure_stage_curves
-    from .settings import from_args
+    from imbssl.reporting.figures import PlotSettings, figure_stage_curves
+    from imbssl.settings import from_args
 
     per_kind, extra = divmod(len(args.experts), len(args.kinds))
     if extra:

@@ -173,7 +173,7 @@ def plan_error(config: dict) -> str | None:
 
     `config` has every key (after `snakemake.utils.validate(..., set_default=True)`).
     """
-    from .subsets import subset_names
+    from imbssl.data.subsets import subset_names
 
     subsets = subset_names(config["subsets"]["imbalance_factors"], config["subsets"]["profile"])
     empty = dataset_plan_error(config) or empty_class_plan_error(config) or analysis_plan_error(config)
@@ -206,7 +206,7 @@ def plan_error(config: dict) -> str | None:
 def _list_counts(path: str, setting: str, mtime_ns: int, size: int) -> tuple[int, ...]:
     """A list file's images per label, read once per Snakemake start however many checks ask
     (keyed by the file's mtime and size, so an edited list is read again)."""
-    from .data import list_class_counts
+    from imbssl.data.store import list_class_counts
 
     return tuple(list_class_counts(path, setting))
 
@@ -220,7 +220,7 @@ def known_class_counts(dataset: dict) -> tuple[list[int], list[int]] | None:
     """(images per class of the train list, of everything stored) for the datasets whose train
     counts are known without decoding: CIFAR (data.TRAIN_CLASS_COUNTS) and image lists (their
     labels are read, the images are not); None for the others."""
-    from .data import TRAIN_CLASS_COUNTS
+    from imbssl.data.store import TRAIN_CLASS_COUNTS
 
     name = dataset["name"]
     if name in TRAIN_CLASS_COUNTS:
@@ -240,8 +240,8 @@ def dataset_plan_error(config: dict) -> str | None:
     """Dataset settings that no job could run with: an image list without its list files, a crop
     larger than the stored images, `profile: given` on a balanced source, or a given train list
     whose balanced twin cannot be drawn."""
-    from .data import crop_size_error
-    from .subsets import GIVEN, given_balanced_error
+    from imbssl.data.store import crop_size_error
+    from imbssl.data.subsets import GIVEN, given_balanced_error
 
     dataset, profile = config["dataset"], config["subsets"]["profile"]
     if dataset["name"] == "imagelist":
@@ -271,7 +271,7 @@ def empty_class_plan_error(config: dict) -> str | None:
     """An imbalance factor that would leave a class without images, for the datasets whose train
     counts are known without decoding (known_class_counts); the subsets job reports the same for
     any other dataset."""
-    from .subsets import GIVEN, empty_class_error
+    from imbssl.data.subsets import GIVEN, empty_class_error
 
     name = config["dataset"]["name"]
     profile = config["subsets"].get("profile", "exponential")
@@ -293,8 +293,8 @@ def analysis_plan_error(config: dict) -> str | None:
     """Head / medium / tail settings that cannot give three groups: crossed thresholds always; a
     group left empty on an imbalanced subset for the datasets whose train counts are known (the
     group tables report the same for any other dataset)."""
-    from .analysis import AnalysisSettings, empty_groups_error, settings_error
-    from .subsets import GIVEN, imbalanced_counts
+    from imbssl.reporting.analysis import AnalysisSettings, empty_groups_error, settings_error
+    from imbssl.data.subsets import GIVEN, imbalanced_counts
 
     settings = AnalysisSettings(**config["analysis"])
     message = settings_error(settings)

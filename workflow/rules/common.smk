@@ -11,8 +11,8 @@ through their outputs, what depends on them).
 import re
 
 from imbssl.settings import cli_flags, code_hash
-from imbssl.subsets import eval_subset_name, subset_names
-from imbssl.tables import method_label
+from imbssl.data.subsets import eval_subset_name, subset_names
+from imbssl.reporting.tables import method_label
 
 SUBSETS = subset_names(
     config["subsets"]["imbalance_factors"], config["subsets"]["profile"]
@@ -88,15 +88,15 @@ METHOD_MODULE = {"simsiam": "simsiam", "simclr": "simclr", "msn": "msn", "pmsn":
 def pretrain_code(method):
     """The training job and what it builds on, plus this method's module (not the other methods')."""
     return code_hash(
-        "train.py",
-        "augment.py",
-        "models.py",
-        "vit.py",
-        "optim.py",
-        "device.py",
-        "distributed.py",
-        "features.py",
-        "knn.py",
+        "training/loop.py",
+        "data/augment.py",
+        "models/backbones.py",
+        "models/vit.py",
+        "core/optim.py",
+        "data/device.py",
+        "core/distributed.py",
+        "evaluation/features.py",
+        "evaluation/knn.py",
         "methods/__init__.py",
         "methods/registry.py",
         f"methods/{METHOD_MODULE[method]}.py",
@@ -104,44 +104,52 @@ def pretrain_code(method):
 
 
 EVALUATE_CODE = code_hash(
-    "evaluate.py",
-    "features.py",
-    "device.py",
-    "distributed.py",
-    "knn.py",
-    "augment.py",
-    "optim.py",
+    "evaluation/evaluate.py",
+    "evaluation/features.py",
+    "data/device.py",
+    "core/distributed.py",
+    "evaluation/knn.py",
+    "data/augment.py",
+    "core/optim.py",
 )
-TABLES_CODE = code_hash("tables.py", "analysis.py")
-FIGURES_CODE = code_hash("figures.py")
+TABLES_CODE = code_hash("reporting/tables.py", "reporting/analysis.py")
+FIGURES_CODE = code_hash("reporting/figures.py")
 # The per-class tables and the accuracy-against-frequency figures group classes (analysis.py,
 # per_class.py).
-CLASS_TABLES_CODE = code_hash("tables.py", "per_class.py", "analysis.py")
-CLASS_FIGURES_CODE = code_hash("figures.py", "per_class.py", "analysis.py")
-FEATURES_CODE = code_hash(
-    "features.py", "device.py", "distributed.py", "models.py", "vit.py"
+CLASS_TABLES_CODE = code_hash(
+    "reporting/tables.py", "reporting/per_class.py", "reporting/analysis.py"
 )
-CLUSTER_CODE = code_hash("cluster.py")
+CLASS_FIGURES_CODE = code_hash(
+    "reporting/figures.py", "reporting/per_class.py", "reporting/analysis.py"
+)
+FEATURES_CODE = code_hash(
+    "evaluation/features.py",
+    "data/device.py",
+    "core/distributed.py",
+    "models/backbones.py",
+    "models/vit.py",
+)
+CLUSTER_CODE = code_hash("clustering/kmeans.py")
 DISTILL_CODE = code_hash(
-    "distill.py",
-    "train.py",
-    "augment.py",
-    "models.py",
-    "vit.py",
-    "optim.py",
-    "device.py",
-    "distributed.py",
-    "features.py",
-    "knn.py",
+    "methods/distill.py",
+    "training/loop.py",
+    "data/augment.py",
+    "models/backbones.py",
+    "models/vit.py",
+    "core/optim.py",
+    "data/device.py",
+    "core/distributed.py",
+    "evaluation/features.py",
+    "evaluation/knn.py",
     "methods/registry.py",
 )
 PROTOTYPES_CODE = code_hash(
-    "prototypes.py",
+    "evaluation/prototypes.py",
     "methods/msn.py",
-    "features.py",
-    "device.py",
-    "distributed.py",
-    "vit.py",
+    "evaluation/features.py",
+    "data/device.py",
+    "core/distributed.py",
+    "models/vit.py",
 )
 
 
@@ -152,7 +160,7 @@ def gpu_resources(gpus=1, nodes=1, slots="all"):
     `gpu` is what Snakemake counts against `--resources gpu=...` on a workstation, in GPU slots
     (GPUs x gpu_slots_per_device), and what the SLURM executor asks for (`--gpus`); a job on
     several nodes asks SLURM for `gres: gpu:<gpus>` per node instead. `launch` holds the options
-    of `imbssl.launch` (resources, not params: where a job runs never reruns it).
+    of `imbssl.orchestration.launch` (resources, not params: where a job runs never reruns it).
     """
     per_device = config["gpu_slots_per_device"]
     whole = slots == "all" or gpus > 1
@@ -180,11 +188,11 @@ SMALL_GPU_JOB = gpu_resources(1, 1, 1)
 
 
 def on_gpu(command):
-    """A GPU rule's shell command, run by imbssl.launch with the rule's `launch` resource: on a
+    """A GPU rule's shell command, run by imbssl.orchestration.launch with the rule's `launch` resource: on a
     workstation it leases the job's GPUs or GPU slots (Snakemake hands out no device ids,
     snakemake#281); with several GPUs it runs the command under torchrun (srun + torchrun across
     SLURM nodes); under SLURM or without a GPU it leases nothing."""
-    return f"python -m imbssl.launch {{resources.launch}} -- {command}"
+    return f"python -m imbssl.orchestration.launch {{resources.launch}} -- {command}"
 
 
 def runtime_for(epochs):

@@ -2,7 +2,7 @@ rule prepare_data:
     output:
         train="results/data/train.npz",
         test="results/data/test.npz",
-        # The uint8 image stores beside them (imbssl.data.images_path), memory-mapped by the jobs.
+        # The uint8 image stores beside them (imbssl.data.store.images_path), memory-mapped by the jobs.
         train_images="results/data/train.images.npy",
         test_images="results/data/test.images.npy",
     log:

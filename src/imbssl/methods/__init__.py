@@ -3,5 +3,5 @@
 Importing this package registers every method in `registry.METHODS`.
 """
 
-from . import msn, simclr, simsiam  # noqa: F401  (registration side effect)
-from .registry import METHODS, Method, MethodConfig, build_method, get_method  # noqa: F401
+from imbssl.methods import msn, simclr, simsiam  # noqa: F401  (registration side effect)
+from imbssl.methods.registry import METHODS, Method, MethodConfig, build_method, get_method  # noqa: F401

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import UserError, distributed
-from ..models import mlp
-from ..vit import random_keep
-from .registry import Method, MethodConfig, output_std, register
+from imbssl import UserError
+from imbssl.core import distributed
+from imbssl.models.backbones import mlp
+from imbssl.models.vit import random_keep
+from imbssl.methods.registry import Method, MethodConfig, output_std, register
 
 PRIORS = ("uniform", "powerlaw")
 EMA_SCHEDULES = ("linear", "cosine")

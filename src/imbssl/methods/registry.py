@@ -11,8 +11,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .. import UserError
-from ..optim import build_optimizer
+from imbssl import UserError
+from imbssl.core.optim import build_optimizer
 
 
 @dataclass

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
-from ..models import mlp
-from .registry import Method, MethodConfig, output_std, register
+from imbssl.core import distributed
+from imbssl.models.backbones import mlp
+from imbssl.methods.registry import Method, MethodConfig, output_std, register
 
 
 @dataclass

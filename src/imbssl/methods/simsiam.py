@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models import mlp
-from .registry import Method, MethodConfig, output_std, register
+from imbssl.models.backbones import mlp
+from imbssl.methods.registry import Method, MethodConfig, output_std, register
 
 
 @dataclass

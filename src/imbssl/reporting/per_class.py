@@ -22,11 +22,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import UserError
-from .analysis import GROUPS, AnalysisSettings, class_groups, empty_groups_error, is_uniform, run_metrics
-from .atomic import write_text
-from .subsets import grouping_subset, order_subsets, subset_class_counts
-from .tables import std_over_seeds, write_csv
+from imbssl import UserError
+from imbssl.reporting.analysis import (GROUPS, AnalysisSettings, class_groups, empty_groups_error, is_uniform, run_metrics)
+from imbssl.core.atomic import write_text
+from imbssl.data.subsets import grouping_subset, order_subsets, subset_class_counts
+from imbssl.reporting.tables import std_over_seeds, write_csv
 
 PROBES = {"linear": "per_class", "knn": "knn_per_class"}  # probe -> per-class key of a result JSON
 PER_CLASS_COLUMNS = ["subset", "method", "seed", "class", "class_name", "train_images", "group", "test_images",

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import UserError
-from .methods.registry import Method, MethodConfig, output_std
+from imbssl import UserError
+from imbssl.methods.registry import Method, MethodConfig, output_std
 
 
 @dataclass
@@ -163,7 +163,7 @@ def initial_student(init: str, base: nn.Module, student: nn.Module) -> nn.Module
 
 def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[Teachers, dict]:
     """The frozen teachers on `device`, and the base's model.pt metadata (arch, width, ...)."""
-    from .features import load_backbone
+    from imbssl.evaluation.features import load_backbone
 
     base_backbone, meta = load_backbone(base, device)
     expert_backbones = []
@@ -193,13 +193,13 @@ def distill(
 ) -> Path:
     """Train a student from `base` and `experts` (model.pt files, expert j for cluster j of the
     `clusters` assignments.csv) on `subset`; writes out_dir/model.pt (student backbone only)."""
-    from . import distributed
-    from .augment import AugmentConfig
-    from .cluster import read_assignments
-    from .device import resolve_device
-    from .models import backbone_from_meta
-    from .subsets import require_subset_order
-    from .train import TrainSettings, fingerprint, load_training_data, run_settings, run_training
+    from imbssl.core import distributed
+    from imbssl.data.augment import AugmentConfig
+    from imbssl.clustering.kmeans import read_assignments
+    from imbssl.data.device import resolve_device
+    from imbssl.models.backbones import backbone_from_meta
+    from imbssl.data.subsets import require_subset_order
+    from imbssl.training.loop import TrainSettings, fingerprint, load_training_data, run_settings, run_training
 
     config, settings, augment = config or DistillConfig(), settings or TrainSettings(), augment or AugmentConfig()
     device = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job

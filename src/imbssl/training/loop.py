@@ -30,19 +30,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import UserError, checkpoint, distributed
-from .atomic import write_text
-from .augment import AugmentConfig, BatchAugment
-from .data import Split, load_split
-from .device import (ResidentImages, StreamedImages, as_source, choose_resident, image_source, images_bytes,
-                     resolve_device)
-from .features import extract_all_ranks
-from .knn import knn_accuracy
-from .methods import build_method
-from .methods.registry import Method, MethodConfig
-from .models import ModelConfig, build_backbone
-from .optim import cosine_lr, set_lr
-from .subsets import read_csv
+from imbssl import UserError
+from imbssl.core import checkpoint, distributed
+from imbssl.core.atomic import write_text
+from imbssl.data.augment import AugmentConfig, BatchAugment
+from imbssl.data.store import Split, load_split
+from imbssl.data.device import (ResidentImages, StreamedImages, as_source, choose_resident, image_source, images_bytes, resolve_device)
+from imbssl.evaluation.features import extract_all_ranks
+from imbssl.evaluation.knn import knn_accuracy
+from imbssl.methods import build_method
+from imbssl.methods.registry import Method, MethodConfig
+from imbssl.models.backbones import ModelConfig, build_backbone
+from imbssl.core.optim import cosine_lr, set_lr
+from imbssl.data.subsets import read_csv
 
 
 @dataclass

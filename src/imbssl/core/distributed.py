@@ -1,6 +1,6 @@
 """The process group: one training job on several processes (torchrun), a no-op with one.
 
-A job on N GPUs is the same `imbssl` command started N times by torchrun (`imbssl.launch` builds
+A job on N GPUs is the same `imbssl` command started N times by torchrun (`imbssl.orchestration.launch` builds
 that command line). Each process calls `setup` to join the group: it reads torchrun's environment
 (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT), takes GPU LOCAL_RANK and NCCL on GPUs or gloo on
 CPUs. Everything else here is what the single-process code needs to act as one job across ranks:
@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import UserError
+from imbssl import UserError
 
 # A collective that waits longer than this (a rank died, hung or lost its node) fails with an
 # error on every rank instead of hanging the job. Long enough for rank 0 to write a checkpoint of

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import UserError
-from .atomic import atomic_path, write_json
+from imbssl import UserError
+from imbssl.core.atomic import atomic_path, write_json
 
 BACKENDS = ("auto", "cuml", "torch", "sklearn")
 NORMALIZE = ("none", "l2")
@@ -123,7 +123,7 @@ def _kmeans_torch(features, k: int, seed: int, n_init: int, max_iter: int):
     """kmeans_torch on the GPU when there is one (a CUDA tensor stays where it is), else the CPU."""
     import torch
 
-    from .kmeans_torch import torch_kmeans
+    from imbssl.clustering.kmeans_torch import torch_kmeans
 
     x = features if isinstance(features, torch.Tensor) else torch.from_numpy(to_numpy(features))
     if not x.is_cuda and _cuda_available():
@@ -276,7 +276,7 @@ def read_assignments(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def load_features(path: str | os.PathLike, device: str) -> tuple[Any, np.ndarray]:
     """(features tensor on `device`, train-split indices) of a features file:
     a checkpoint dict {"features": (N, D) float32, "index": (N,) int64}."""
-    from . import checkpoint
+    from imbssl.core import checkpoint
 
     state = checkpoint.load(path, map_location=device)
     if "features" not in state or "index" not in state:
@@ -290,8 +290,8 @@ def cluster_subset(
 ) -> Path:
     """k-means of a subset's base features; writes out_dir/{assignments,cluster*,contingency,pca}.csv
     and summary.json. Features go to the GPU only when cuML runs (and then straight from the file)."""
-    from .data import class_names
-    from .subsets import read_csv, require_subset_order
+    from imbssl.data.store import class_names
+    from imbssl.data.subsets import read_csv, require_subset_order
 
     backend = resolve_backend(settings.backend)
     feats, feat_index = load_features(features, "cuda" if backend == "cuml" else "cpu")
@@ -313,8 +313,8 @@ def partition_random_like(
     in `clusters_dir` (a cluster_subset output); written like a k-means partition (no PCA)."""
     import json
 
-    from .data import class_names
-    from .subsets import read_csv, require_subset_order
+    from imbssl.data.store import class_names
+    from imbssl.data.subsets import read_csv, require_subset_order
 
     indices, labels = read_csv(subset)
     assignments = Path(clusters_dir) / "assignments.csv"

@@ -4,9 +4,9 @@ Snakemake gives local jobs no GPU ids (snakemake issue #281): with `--resources 
 limits how many GPU jobs run at once. Prefix a job's command with this module and each job gets
 devices nobody else holds:
 
-    python -m imbssl.gpu_lease -- imbssl pretrain --method simsiam ...            # one whole GPU
-    python -m imbssl.gpu_lease --gpus 2 -- torchrun ... imbssl pretrain ...       # two whole GPUs
-    python -m imbssl.gpu_lease --slots 1 --slots-per-device 3 -- imbssl evaluate  # a third of one
+    python -m imbssl.orchestration.gpu_lease -- imbssl pretrain --method simsiam ...            # one whole GPU
+    python -m imbssl.orchestration.gpu_lease --gpus 2 -- torchrun ... imbssl pretrain ...       # two whole GPUs
+    python -m imbssl.orchestration.gpu_lease --slots 1 --slots-per-device 3 -- imbssl evaluate  # a third of one
 
 Each device has `slots-per-device` slot lock files (gpu0.lock, gpu0.slot1.lock, ...). A job of
 one slot takes a free slot, filling the lowest devices first so that whole devices stay free for
@@ -19,7 +19,7 @@ command. The locked file descriptors are made inheritable, so after exec the job
 holds the locks: the kernel releases them when the job exits, however it exits (SIGKILL, OOM
 kill, Snakemake cancelling it), and there is no wrapper process that could die and free the
 devices while the job still runs on them, nor one that has to forward signals or exit codes.
-(`imbssl.launch` leases through this module, then execs the command or torchrun.)
+(`imbssl.orchestration.launch` leases through this module, then execs the command or torchrun.)
 
 It does nothing but exec the command when SLURM runs the job (SLURM_JOB_ID set: SLURM assigns the
 devices and sets CUDA_VISIBLE_DEVICES itself) or when there is no GPU.
@@ -48,9 +48,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import UserError
+from imbssl import UserError
 
-PROG = "imbssl.gpu_lease"
+PROG = "imbssl.orchestration.gpu_lease"
 
 
 def visible_devices(env: Mapping[str, str]) -> list[str]:

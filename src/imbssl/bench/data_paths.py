@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import AugmentConfig, BatchAugment, torchvision_pipeline
-from .bench import dataloader_step, timed_windows
-from .data import StoreSize, channel_stats, decode_to_store
-from .device import ResidentImages, StreamedImages, to_device_images
-from .methods import build_method
-from .models import build_backbone
-from .train import train_step
+from imbssl.data.augment import AugmentConfig, BatchAugment, torchvision_pipeline
+from imbssl.bench.engine import dataloader_step, timed_windows
+from imbssl.data.store import StoreSize, channel_stats, decode_to_store
+from imbssl.data.device import ResidentImages, StreamedImages, to_device_images
+from imbssl.methods import build_method
+from imbssl.models.backbones import build_backbone
+from imbssl.training.loop import train_step
 
 JPEG_SIZE = (500, 375)  # a typical ImageNet photo
 

@@ -31,15 +31,15 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from . import distributed
-from .atomic import write_json
-from .augment import AugmentConfig, BatchAugment, torchvision_pipeline
-from .data import channel_stats
-from .device import resolve_device, to_device_images
-from .features import extract
-from .methods import build_method
-from .models import build_backbone
-from .train import train_step
+from imbssl.core import distributed
+from imbssl.core.atomic import write_json
+from imbssl.data.augment import AugmentConfig, BatchAugment, torchvision_pipeline
+from imbssl.data.store import channel_stats
+from imbssl.data.device import resolve_device, to_device_images
+from imbssl.evaluation.features import extract
+from imbssl.methods import build_method
+from imbssl.models.backbones import build_backbone
+from imbssl.training.loop import train_step
 
 # Paper-scale workload (CIFAR-10): subset sizes and epoch budgets of Tables 2 and 3.
 PAPER_SUBSETS = {"imbalanced-p10": 20431, "balanced-p10": 20431, "imbalanced-p100": 12406,
@@ -275,8 +275,8 @@ def bench_features(images_np, settings: BenchSettings, device) -> dict:
 
 
 def bench_kmeans(settings: BenchSettings, device) -> dict:
-    from . import cluster
-    from .kmeans_torch import torch_kmeans
+    from imbssl.clustering import kmeans as cluster
+    from imbssl.clustering.kmeans_torch import torch_kmeans
 
     g = torch.Generator().manual_seed(0)
     # Gaussian blobs around 4 x the largest k centres, so that k-means has structure to find.
@@ -309,7 +309,7 @@ def bench_linear(settings: BenchSettings, device) -> dict:
     """`linear_epochs` of linear evaluation on `linear_points` synthetic images through the
     benchmark's backbone, in both protocols, in the same run: precomputed (the features once, then
     the linear layer) and augmented (crop + flip and a backbone forward pass every step)."""
-    from .evaluate import EvalSettings, augmented_linear_probe, linear_probe
+    from imbssl.evaluation.evaluate import EvalSettings, augmented_linear_probe, linear_probe
 
     n = settings.linear_points
     images_np = np.random.default_rng(1).integers(0, 256, (n, settings.image_size, settings.image_size, 3),

@@ -24,15 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import UserError
-from .atomic import write_json
-from .augment import AugmentConfig, BatchAugment
-from .data import load_split
-from .device import StreamedImages, as_source, choose_resident, image_source, images_bytes, resolve_device
-from .features import backbone_features, extract, load_backbone
-from .knn import knn_predict
-from .optim import cosine_lr, set_lr
-from .subsets import class_counts_of, read_csv
+from imbssl import UserError
+from imbssl.core.atomic import write_json
+from imbssl.data.augment import AugmentConfig, BatchAugment
+from imbssl.data.store import load_split
+from imbssl.data.device import StreamedImages, as_source, choose_resident, image_source, images_bytes, resolve_device
+from imbssl.evaluation.features import backbone_features, extract, load_backbone
+from imbssl.evaluation.knn import knn_predict
+from imbssl.core.optim import cosine_lr, set_lr
+from imbssl.data.subsets import class_counts_of, read_csv
 
 
 @dataclass

@@ -20,8 +20,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import UserError
-from .atomic import write_text
+from imbssl import UserError
+from imbssl.core.atomic import write_text
 
 
 PROFILES = ("exponential", "step", "given")
@@ -250,7 +250,7 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def write_all(train_data: str | os.PathLike, imbalance_factors: list[float], seed: int, out_dir: str | os.PathLike,
               profile: str = "exponential") -> None:
     """The subsets rule: every subset of a train split as out_dir/{name}.csv."""
-    from .data import load_split
+    from imbssl.data.store import load_split
 
     split = load_split(train_data)
     subsets = build_subsets(split.labels, split.num_classes, imbalance_factors, seed, profile, split.listed)

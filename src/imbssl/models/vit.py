@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from . import UserError
+from imbssl import UserError
 
 # Widths of the ViTs offered; vit_tiny is ViT-Tiny (DeiT-Ti), vit_mini a CPU-sized one for demos.
 ARCHS: dict[str, dict[str, int]] = {

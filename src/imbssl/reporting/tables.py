@@ -20,10 +20,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import UserError
-from .analysis import paired_difference
-from .atomic import atomic_path, write_text
-from .subsets import order_subsets, subset_order_key
+from imbssl import UserError
+from imbssl.reporting.analysis import paired_difference
+from imbssl.core.atomic import atomic_path, write_text
+from imbssl.data.subsets import order_subsets, subset_order_key
 
 # Display names of method config names (and of Experiment II's students), as in the paper's tables.
 METHOD_LABELS = {"simsiam": "SimSiam", "simclr": "SimCLR", "msn": "MSN", "pmsn": "PMSN",

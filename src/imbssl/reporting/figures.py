@@ -27,11 +27,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import UserError
-from .atomic import atomic_path
-from .data import class_names
-from .subsets import eval_subset_name, order_subsets, subset_class_counts, subset_kind_and_factor
-from .tables import METHOD_LABELS, read_summary
+from imbssl import UserError
+from imbssl.core.atomic import atomic_path
+from imbssl.data.store import class_names
+from imbssl.data.subsets import eval_subset_name, order_subsets, subset_class_counts, subset_kind_and_factor
+from imbssl.reporting.tables import METHOD_LABELS, read_summary
 
 
 @dataclass
@@ -253,8 +253,8 @@ def figure_accuracy_vs_frequency(result_jsons, subset_csvs, outs: Sequence[str |
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    from .analysis import GROUPS
-    from .per_class import per_class_frame
+    from imbssl.reporting.analysis import GROUPS
+    from imbssl.reporting.per_class import per_class_frame
 
     settings = settings or PlotSettings()
     frame, grouping = per_class_frame(result_jsons, subset_csvs, analysis)

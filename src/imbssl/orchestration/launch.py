@@ -1,6 +1,6 @@
 """Run one `imbssl` command as a job on its GPUs: the command itself on one GPU, under torchrun on several.
 
-Every GPU rule runs `python -m imbssl.launch --gpus G --nodes M [--slots ...] -- imbssl <command> ...`:
+Every GPU rule runs `python -m imbssl.orchestration.launch --gpus G --nodes M [--slots ...] -- imbssl <command> ...`:
 
 - one GPU, one node: the command as it is (no torchrun, no process group), on a leased GPU;
 - G GPUs on one node: `torchrun --standalone --nproc-per-node G --no-python <command>` on G GPUs
@@ -27,10 +27,10 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from . import UserError
-from .gpu_lease import add_lease_arguments, exec_command, lease, split_command
+from imbssl import UserError
+from imbssl.orchestration.gpu_lease import add_lease_arguments, exec_command, lease, split_command
 
-PROG = "imbssl.launch"
+PROG = "imbssl.orchestration.launch"
 
 # SLURM variables that a nested srun must still see: the allocation's identity. The others
 # describe the job step this command runs in (one task on one node) and would override the srun

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from . import UserError
-from .atomic import atomic_path
+from imbssl import UserError
+from imbssl.core.atomic import atomic_path
 
 
 def save(obj: dict[str, Any], path: str | os.PathLike) -> None:

@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from . import UserError
+from imbssl import UserError
 
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its center-crop fallback
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from . import UserError
+from imbssl import UserError
 
 STEMS = ("auto", "cifar", "imagenet")
 IMAGENET_STEM_FROM = 64  # px: `stem: auto` picks the ImageNet stem from this size up
@@ -76,7 +76,7 @@ def build_backbone(arch: str = "resnet18", width: int = 64, image_size: int = 32
         block, layers = ARCHS[arch]
         return ResNetBackbone(block, layers, width, resolve_stem(stem, image_size))
     if arch.startswith("vit"):
-        from .vit import build_vit
+        from imbssl.models.vit import build_vit
 
         return build_vit(arch, image_size=image_size)
     raise UserError(f"model.arch={arch!r}: choose one of {', '.join(sorted(ARCHS))}, vit_tiny, vit_small, vit_mini")

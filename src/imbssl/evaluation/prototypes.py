@@ -15,15 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import UserError, checkpoint
-from .atomic import write_json
-from .augment import centre_crop, normalize
-from .data import load_split
-from .device import StreamedImages, as_source, resolve_device
-from .methods import build_method
-from .methods.msn import MSN, MSNConfig
-from .models import backbone_from_meta
-from .subsets import read_csv
+from imbssl import UserError
+from imbssl.core import checkpoint
+from imbssl.core.atomic import write_json
+from imbssl.data.augment import centre_crop, normalize
+from imbssl.data.store import load_split
+from imbssl.data.device import StreamedImages, as_source, resolve_device
+from imbssl.methods import build_method
+from imbssl.methods.msn import MSN, MSNConfig
+from imbssl.models.backbones import backbone_from_meta
+from imbssl.data.subsets import read_csv
 
 
 @torch.no_grad()

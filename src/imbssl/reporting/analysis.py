@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import UserError
+from imbssl import UserError
 
 GROUPS = ("head", "medium", "tail")
 GROUPINGS = ("thirds", "thresholds")

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import UserError
+from imbssl import UserError
 
 PLACEMENTS = ("auto", "true", "false")
 PREFETCH = 3  # batches a streamed source gathers and uploads ahead of the step that uses them

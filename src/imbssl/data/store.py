@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import UserError
-from .atomic import atomic_path
+from imbssl import UserError
+from imbssl.core.atomic import atomic_path
 
 SOURCES = ("cifar10", "cifar100", "folder", "imagelist", "digits")
 # Images per class of the train split, for the sources where it is known without reading data

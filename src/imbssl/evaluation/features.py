@@ -7,10 +7,10 @@ import os
 import torch
 from torch import nn
 
-from . import checkpoint, distributed
-from .augment import centre_crop, normalize
-from .device import StreamedImages, as_source, resolve_device
-from .models import backbone_from_meta
+from imbssl.core import checkpoint, distributed
+from imbssl.data.augment import centre_crop, normalize
+from imbssl.data.device import StreamedImages, as_source, resolve_device
+from imbssl.models.backbones import backbone_from_meta
 
 
 @torch.no_grad()
@@ -67,8 +67,8 @@ def load_backbone(model_path: str | os.PathLike, device: torch.device) -> tuple[
 def write_features(model: str, train_data: str, subset: str, out: str, batch_size_features: int = 1024,
                    device: str = "auto") -> None:
     """The features rule: backbone outputs of every image of a subset, saved once for clustering."""
-    from .data import load_split
-    from .subsets import read_csv
+    from imbssl.data.store import load_split
+    from imbssl.data.subsets import read_csv
 
     dev = distributed.setup(resolve_device(device))  # a no-op unless torchrun started this job
     backbone, state = load_backbone(model, dev)
