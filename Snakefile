@@ -76,7 +76,7 @@ rule all:
         expand(rules.figure3.output, subset=CLUSTER_SUBSETS),
         # The power-law prior: MSN vs PMSN.
         rules.table4.output if PRIOR_METHODS else [],
-        rules.figure4.output if PRIOR_METHODS else [],
+        rules.figure4.output if PROTOTYPE_METHODS else [],
         # Where the accuracy goes: per class, by head / medium / tail, against class frequency.
         rules.per_class_table.output,
         rules.table2_groups.output if BASELINES else [],

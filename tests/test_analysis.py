@@ -11,7 +11,8 @@ import pytest
 from imbssl import UserError
 from imbssl.reporting.analysis import (AnalysisSettings, class_groups, empty_groups_error, paired_difference, run_metrics)
 from imbssl.reporting.per_class import write_group_table, write_per_class_table
-from imbssl.data.subsets import write_csv as write_subset_csv
+from imbssl.core.artifacts import write_subset as write_subset_csv
+from helpers.forge import forge_result
 from imbssl.reporting.tables import write_table
 
 
@@ -50,9 +51,7 @@ def _results(tmp_path, runs):
     paths = []
     for i, (subset, method, seed, top1) in enumerate(runs):
         path = tmp_path / f"r{i}.json"
-        path.write_text(json.dumps({"subset": subset, "method": method, "seed": seed, "n": 100, "top1": top1,
-                                    "knn_top1": top1}))
-        paths.append(path)
+        paths.append(forge_result(path, subset, method, seed, top1))
     return paths
 
 
@@ -153,12 +152,9 @@ def test_balancedness_and_worst_class_by_hand():
 def _result(path, subset, method, seed, per_class, knn, test_counts, n):
     tested = [a for a in per_class if a is not None]
     weights = [c for a, c in zip(per_class, test_counts) if a is not None]
-    record = {"subset": subset, "method": method, "seed": seed, "n": n,
-              "top1": sum(a * w for a, w in zip(tested, weights)) / sum(weights),
-              "knn_top1": 0.0, "per_class": per_class, "knn_per_class": knn, "test_class_counts": test_counts,
-              "classes": ["cat", "dog", "emu", "fox"]}
-    path.write_text(json.dumps(record))
-    return path
+    return forge_result(path, subset, method, seed, sum(a * w for a, w in zip(tested, weights)) / sum(weights), n=n,
+                        knn_top1=0.0, per_class=per_class, knn_per_class=knn, test_class_counts=test_counts,
+                        classes=["cat", "dog", "emu", "fox"])
 
 
 @pytest.fixture

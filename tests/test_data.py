@@ -3,7 +3,9 @@ import pytest
 from PIL import Image
 
 from imbssl import UserError
-from imbssl.data.store import channel_stats, load_split, prepare
+from imbssl.data.store import channel_stats, load_split
+
+from helpers.data import prepare_dataset
 
 
 def test_digits_split_is_deterministic_rgb_and_stratified(tmp_path, digits_data):
@@ -16,7 +18,7 @@ def test_digits_split_is_deterministic_rgb_and_stratified(tmp_path, digits_data)
     assert train.classes == [str(d) for d in range(10)]
     counts = np.bincount(test.labels)
     assert counts.max() - counts.min() <= 2  # stratified
-    prepare("digits", tmp_path, tmp_path / "a.npz", tmp_path / "b.npz", image_size=16)
+    prepare_dataset("digits", tmp_path, tmp_path / "a.npz", tmp_path / "b.npz", image_size=16)
     again = load_split(tmp_path / "a.npz")
     assert np.array_equal(again.images, train.images) and np.array_equal(again.labels, train.labels)
 
@@ -33,13 +35,13 @@ def _make_folder(root, classes, per_class=3, size=8):
 
 def test_folder_dataset_sorted_order_and_explicit_order(tmp_path):
     _make_folder(tmp_path / "d", ["zebra", "ant", "cat"])
-    prepare("folder", tmp_path / "d", tmp_path / "t.npz", tmp_path / "e.npz")
+    prepare_dataset("folder", tmp_path / "d", tmp_path / "t.npz", tmp_path / "e.npz")
     split = load_split(tmp_path / "t.npz")
     assert split.classes == ["ant", "cat", "zebra"]  # torchvision ImageFolder order
     assert split.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     first_zebra = np.asarray(Image.open(tmp_path / "d" / "train" / "zebra" / "0000.png"))
     assert np.array_equal(split.images[6], first_zebra)
-    prepare("folder", tmp_path / "d", tmp_path / "t2.npz", tmp_path / "e2.npz", classes=["zebra", "ant", "cat"])
+    prepare_dataset("folder", tmp_path / "d", tmp_path / "t2.npz", tmp_path / "e2.npz", classes=["zebra", "ant", "cat"])
     ordered = load_split(tmp_path / "t2.npz")
     assert ordered.classes == ["zebra", "ant", "cat"] and np.array_equal(ordered.images[0], first_zebra)
 
@@ -47,9 +49,9 @@ def test_folder_dataset_sorted_order_and_explicit_order(tmp_path):
 def test_folder_class_mismatch_names_the_setting(tmp_path):
     _make_folder(tmp_path / "d", ["a", "b"])
     with pytest.raises(UserError, match="dataset.classes"):
-        prepare("folder", tmp_path / "d", tmp_path / "t.npz", tmp_path / "e.npz", classes=["a", "c"])
+        prepare_dataset("folder", tmp_path / "d", tmp_path / "t.npz", tmp_path / "e.npz", classes=["a", "c"])
     with pytest.raises(UserError, match="dataset.root=.* has no train/ folder"):
-        prepare("folder", tmp_path / "missing", tmp_path / "t.npz", tmp_path / "e.npz")
+        prepare_dataset("folder", tmp_path / "missing", tmp_path / "t.npz", tmp_path / "e.npz")
 
 
 def test_cifar10_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
@@ -62,7 +64,7 @@ def test_cifar10_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(UserError) as err:
-        prepare("cifar10", tmp_path, tmp_path / "t.npz", tmp_path / "e.npz")
+        prepare_dataset("cifar10", tmp_path, tmp_path / "t.npz", tmp_path / "e.npz")
     message = str(err.value)
     assert "cifar-10-python.tar.gz" in message and "cifar-10-batches-py" in message
     assert "dataset.name: folder" in message and "\n" not in message
@@ -79,7 +81,7 @@ def test_cifar100_offline_error_says_where_to_put_the_files(tmp_path, monkeypatc
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
     with pytest.raises(UserError) as err:
-        prepare("cifar100", tmp_path, tmp_path / "t.npz", tmp_path / "e.npz")
+        prepare_dataset("cifar100", tmp_path, tmp_path / "t.npz", tmp_path / "e.npz")
     message = str(err.value)
     assert message.startswith("dataset.name=cifar100: could not read or download CIFAR-100")
     assert "cifar-100-python.tar.gz" in message and "cifar-100-python/" in message
@@ -112,10 +114,10 @@ def test_channel_stats_by_hand():
 
 
 def _prepare_fails(root, tmp_path, **kw):
-    """prepare() of a folder dataset that must fail: its one-line message; nothing written."""
+    """prepare_dataset() of a folder dataset that must fail: its one-line message; nothing written."""
     out = tmp_path / "results" / "data"
     with pytest.raises(UserError) as err:
-        prepare("folder", root, out / "train.npz", out / "test.npz", **kw)
+        prepare_dataset("folder", root, out / "train.npz", out / "test.npz", **kw)
     message = str(err.value)
     assert "\n" not in message
     assert not out.exists() or not any(out.iterdir()), "a failed prepare wrote files"
@@ -178,6 +180,6 @@ def test_a_test_split_may_lack_a_class(tmp_path):
     for path in (root / "test" / "b").iterdir():
         path.unlink()
     (root / "test" / "b").rmdir()
-    prepare("folder", root, tmp_path / "t.npz", tmp_path / "e.npz")
+    prepare_dataset("folder", root, tmp_path / "t.npz", tmp_path / "e.npz")
     test = load_split(tmp_path / "e.npz")
     assert test.classes == ["a", "b", "c"] and test.labels.tolist() == [0, 0, 0, 2, 2, 2]

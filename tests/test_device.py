@@ -13,7 +13,9 @@ from imbssl.data.augment import AugmentConfig, centre_crop
 from imbssl.data.device import ResidentImages, StreamedImages, choose_resident, image_source, to_device_images
 from imbssl.methods.simsiam import SimSiamConfig
 from imbssl.models.backbones import ModelConfig
-from imbssl.training.loop import TrainSettings, load_training_data, pretrain
+from imbssl.training.jobs import load_training_data
+from imbssl.training.loop import TrainSettings
+from imbssl.training.pretrain import pretrain
 
 CPU = torch.device("cpu")
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from imbssl import UserError
-from imbssl.core import checkpoint
+from imbssl.core.artifacts import ModelMeta, read_model, write_model
 from imbssl.methods.distill import DistillConfig, Distiller, RegressionHeads, Teachers, distill_loss
 from imbssl.models.backbones import build_backbone
 
@@ -107,13 +107,14 @@ def test_cluster_ids_beyond_the_experts_are_rejected():
 
 
 def _save_model(backbone, path, mean, std):
-    checkpoint.save({"backbone": backbone.state_dict(), "arch": "resnet10", "width": 2, "image_size": 8,
-                     "mean": [float(v) for v in mean], "std": [float(v) for v in std], "method": "simsiam",
-                     "method_state": {}, "output_dim": backbone.output_dim}, path)
+    meta = ModelMeta(method="simsiam", arch="resnet10", width=2, stem=backbone.stem, image_size=8,
+                     output_dim=backbone.output_dim, mean=[float(v) for v in mean], std=[float(v) for v in std],
+                     epochs=1, num_images=20, seed=0)
+    write_model(path, backbone.state_dict(), {}, meta)
 
 
 def test_distill_trains_a_student_and_saves_its_backbone_only(tmp_path):
-    from imbssl.methods.distill import distill
+    from imbssl.training.distill import distill
     from imbssl.training.loop import TrainSettings
 
     rng = np.random.default_rng(0)
@@ -132,11 +133,12 @@ def test_distill_trains_a_student_and_saves_its_backbone_only(tmp_path):
     out = distill(str(paths[0]), [str(p) for p in paths[1:]], str(tmp_path / "assignments.csv"),
                   str(tmp_path / "train.npz"), str(tmp_path / "test.npz"), str(tmp_path / "subset.csv"),
                   tmp_path / "student", seed=0, config=DistillConfig(head_hidden_dim=8, warmup_epochs=0), settings=settings)
-    saved = checkpoint.load(out)
-    assert saved["method"] == "distill" and saved["arch"] == "resnet10" and saved["epochs"] == 1
-    assert not any(k.startswith("heads") for k in saved["method_state"])
+    saved = read_model(out)
+    assert saved.meta.method == "distill" and saved.meta.arch == "resnet10" and saved.meta.epochs == 1
+    assert saved.meta.teachers == [str(p) for p in paths]
+    assert not any(k.startswith("heads") for k in saved.method_state)
     student = build_backbone("resnet10", 2, 8)
-    student.load_state_dict(saved["backbone"])  # evaluable like any pretrained model
+    student.load_state_dict(saved.backbone)  # evaluable like any pretrained model
     metrics = (tmp_path / "student" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 2 and "mse_expert" in metrics[0]
 
@@ -171,8 +173,8 @@ def _distill_inputs(tmp_path):
 @pytest.mark.parametrize("init", ["base", "scratch"])
 def test_student_starts_from_the_base_and_its_heads_start_fresh(tmp_path, monkeypatch, init):
     """Section 3.1 step 4: the student has "the same architecture and parameter as SimSiam_base"."""
-    from imbssl.methods import distill as distill_module
-    from imbssl.training import loop as train
+    from imbssl.training import distill as distill_module
+    from imbssl.training.loop import TrainSettings
 
     base, paths = _distill_inputs(tmp_path)
     captured = {}
@@ -182,8 +184,8 @@ def test_student_starts_from_the_base_and_its_heads_start_fresh(tmp_path, monkey
         captured["heads"] = {k: v.clone() for k, v in module.heads.state_dict().items()}
         return tmp_path / "model.pt"
 
-    monkeypatch.setattr(train, "run_training", at_step_0)
-    settings = train.TrainSettings(epochs=2, batch_size=10, device="cpu")
+    monkeypatch.setattr(distill_module, "run_training", at_step_0)
+    settings = TrainSettings(epochs=2, batch_size=10, device="cpu")
     distill_module.distill(str(paths[0]), [str(p) for p in paths[1:]], str(tmp_path / "assignments.csv"),
                            str(tmp_path / "train.npz"), str(tmp_path / "test.npz"), str(tmp_path / "subset.csv"),
                            tmp_path / "student", seed=0, settings=settings,
@@ -199,8 +201,3 @@ def test_student_starts_from_the_base_and_its_heads_start_fresh(tmp_path, monkey
     build_backbone("resnet10", 2, 8)
     fresh = RegressionHeads(3, 16, 8).state_dict()
     assert all(torch.equal(captured["heads"][k], fresh[k]) for k in fresh)
-
-
-def test_unknown_student_init_is_a_user_error():
-    with pytest.raises(UserError, match="clustering.distill.init='bsae'"):
-        DistillConfig(init="bsae")

@@ -1,12 +1,13 @@
-import json
 
 import numpy as np
 import pytest
 import torch
 
 from imbssl.data.store import load_split
-from imbssl.evaluation.evaluate import (EvalSettings, augmented_linear_probe, evaluate_checkpoint, linear_probe, per_class_accuracy, probe_augmentation)
-from imbssl.data.subsets import write_csv
+from imbssl.core.artifacts import read_result
+from imbssl.evaluation.evaluate import evaluate_checkpoint
+from imbssl.evaluation.linear import (EvalSettings, augmented_linear_probe, linear_probe, per_class_accuracy, probe_augmentation)
+from imbssl.core.artifacts import write_subset as write_csv
 from imbssl.evaluation.knn import knn_predict
 
 
@@ -40,7 +41,8 @@ def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp
     from imbssl.data.augment import AugmentConfig
     from imbssl.methods.simsiam import SimSiamConfig
     from imbssl.models.backbones import ModelConfig
-    from imbssl.training.loop import TrainSettings, pretrain
+    from imbssl.training.loop import TrainSettings
+    from imbssl.training.pretrain import pretrain
 
     train, test, subsets = digits_data
     model = pretrain("simsiam", SimSiamConfig(proj_dim=16, pred_hidden_dim=8, warmup_epochs=0), str(train), str(test),
@@ -54,37 +56,38 @@ def test_evaluate_checkpoint_writes_a_result_in_either_protocol(digits_data, tmp
     returned = evaluate_checkpoint(str(model), str(train), str(test), str(subsets / "balanced-p100.csv"),
                                    str(subsets / "imbalanced-p100.csv"), "imbalanced-p100", "SimSiam", 0,
                                    str(tmp_path / "again.json"), EvalSettings(epochs=5, augment=False))
-    result = json.loads(out.read_text())
-    assert result["n"] == result["eval_n"] == 352 and result["test_n"] == 360
-    assert 0 <= result["top1"] <= 100 and len(result["per_class"]) == 10
+    result = read_result(out)  # the file, read back through its reader
+    assert result.n == result.eval_n == 352 and result.test_n == 360
+    assert 0 <= result.top1 <= 100 and len(result.per_class) == 10
     # a backbone of one epoch is still far better than chance (10%) on digits
-    assert result["top1"] > 20
-    assert result["knn_top1"] > 20
+    assert result.top1 > 20
+    assert result.knn_top1 > 20
     # What the run was, from the arguments and the model file.
-    assert (result["subset"], result["method"], result["seed"]) == ("imbalanced-p100", "SimSiam", 0)
-    assert result["classes"] == load_split(test).classes and result["pretrain_epochs"] == 1
-    assert result["settings"]["epochs"] == 5
+    assert (result.subset, result.method, result.seed) == ("imbalanced-p100", "SimSiam", 0)
+    assert result.classes == load_split(test).classes and result.pretrain_epochs == 1
+    assert result.settings["epochs"] == 5
     # top-1 is the per-class accuracies weighted by the test split's class counts.
     counts = np.bincount(load_split(test).labels, minlength=10)
-    assert result["top1"] == pytest.approx(sum(a * c for a, c in zip(result["per_class"], counts)) / counts.sum())
-    assert result["test_class_counts"] == counts.tolist()
-    assert result["knn_top1"] == pytest.approx(
-        sum(a * c for a, c in zip(result["knn_per_class"], counts)) / counts.sum())
-    # The same seed gives the same numbers; the returned dict is what was written.
-    assert {k: v for k, v in returned.items() if k != "seconds"} == \
-        {k: v for k, v in result.items() if k != "seconds"}
+    assert result.top1 == pytest.approx(sum(a * c for a, c in zip(result.per_class, counts)) / counts.sum())
+    assert result.test_class_counts == counts.tolist()
+    assert result.knn_top1 == pytest.approx(
+        sum(a * c for a, c in zip(result.knn_per_class, counts)) / counts.sum())
+    # The same seed gives the same numbers; the returned result is what was written.
+    assert {k: v for k, v in vars(returned).items() if k != "seconds"} == \
+        {k: v for k, v in vars(result).items() if k != "seconds"}
+    assert read_result(tmp_path / "again.json") == returned
 
-    assert result["settings"]["augment"] is False and result["settings"]["feature_norm"] == "none"
-    assert result["protocol"]["linear"] == "precomputed"
+    assert result.settings["augment"] is False and result.settings["feature_norm"] == "none"
+    assert result.protocol["linear"] == "precomputed"
     # The reference protocol: crops and flips through the frozen backbone at every step.
     augmented = evaluate_checkpoint(str(model), str(train), str(test), str(subsets / "balanced-p100.csv"),
                                     str(subsets / "imbalanced-p100.csv"), "imbalanced-p100", "SimSiam", 0,
                                     str(tmp_path / "augmented.json"), EvalSettings(epochs=5, augment=True))
-    assert augmented["settings"]["augment"] is True and augmented["protocol"]["linear"] == "augmented"
-    assert "RandomResizedCrop(scale 0.08-1" in augmented["protocol"]["train_images"]
-    assert augmented["n"] == augmented["eval_n"] == 352 and 0 <= augmented["top1"] <= 100
+    assert augmented.settings["augment"] is True and augmented.protocol["linear"] == "augmented"
+    assert "RandomResizedCrop(scale 0.08-1" in augmented.protocol["train_images"]
+    assert augmented.n == augmented.eval_n == 352 and 0 <= augmented.top1 <= 100
     # kNN reads the un-augmented features in both: the same number.
-    assert augmented["knn_top1"] == result["knn_top1"]
+    assert augmented.knn_top1 == result.knn_top1
 
 
 @pytest.mark.parametrize("augment", [True, False])
@@ -93,9 +96,9 @@ def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain
     class 2. A probe or kNN fitted on the eval subset never predicts class 2 (its logit only falls
     from zero): top-1 is 0. Fitted on the test split or the pretraining subset, it would be 100.
     Both protocols: each calls its own probe."""
-    from imbssl.methods import build_method
+    from imbssl.methods.registry import build_method
     from imbssl.models.backbones import build_backbone
-    from imbssl.training.loop import save_model
+    from helpers.forge import forge_model
 
     rng = np.random.default_rng(0)
     images = lambda n: rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
@@ -108,17 +111,16 @@ def test_probe_and_knn_learn_from_the_eval_subset_not_the_test_split_or_pretrain
     write_csv(tmp_path / "pretrain.csv", np.arange(12, 18), train_labels)
     torch.manual_seed(0)
     method = build_method("simsiam", build_backbone("resnet10", 4), proj_dim=16, pred_hidden_dim=8)
-    model = save_model(method, tmp_path, method="simsiam", arch="resnet10", width=4, image_size=16,
-                       mean=[0.5] * 3, std=[0.25] * 3, epochs=0)
+    model = forge_model(method, tmp_path, "simsiam", "resnet10", 4, 16)
     result = evaluate_checkpoint(str(model), str(tmp_path / "train.npz"), str(tmp_path / "test.npz"),
                                  str(tmp_path / "eval.csv"), str(tmp_path / "pretrain.csv"), "x", "SimSiam", 0,
                                  str(tmp_path / "r.json"), EvalSettings(epochs=3, batch_size=4, knn_k=5, augment=augment))
-    assert result["settings"]["augment"] is augment
-    assert (result["n"], result["eval_n"], result["test_n"]) == (6, 12, 6)
-    assert result["top1"] == 0.0 and result["knn_top1"] == 0.0
+    assert result.settings["augment"] is augment
+    assert (result.n, result.eval_n, result.test_n) == (6, 12, 6)
+    assert result.top1 == 0.0 and result.knn_top1 == 0.0
     # classes 0 and 1 have no test images: unknown (null), never 0 or 100
-    assert result["per_class"] == [None, None, 0.0] and result["knn_per_class"] == [None, None, 0.0]
-    assert result["test_class_counts"] == [0, 0, 6] and result["train_class_counts"] == [0, 0, 6]
+    assert result.per_class == [None, None, 0.0] and result.knn_per_class == [None, None, 0.0]
+    assert result.test_class_counts == [0, 0, 6] and result.train_class_counts == [0, 0, 6]
 
 
 class MeanColour(torch.nn.Module):
@@ -195,3 +197,37 @@ def test_features_are_float32_even_inside_a_bf16_autocast_region():
     assert not torch.allclose(in_bf16, reference, rtol=1e-4, atol=1e-5)  # bf16 would show
     assert features.dtype == torch.float32
     assert torch.allclose(features, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_a_result_records_its_provenance_and_imbssl_provenance_prints_it(digits_data, tmp_path, capsys):
+    """What wrote the file: the command, its code hash (the same the rule's params carry) and every
+    flag it ran with; `imbssl provenance FILE` prints it."""
+    import json
+
+    from imbssl.cli import command_code_hash, main
+    from imbssl.data.augment import AugmentConfig
+    from imbssl.methods.simsiam import SimSiamConfig
+    from imbssl.models.backbones import ModelConfig
+    from imbssl.training.loop import TrainSettings
+    from imbssl.training.pretrain import pretrain
+
+    train, test, subsets = digits_data
+    model = pretrain("simsiam", SimSiamConfig(proj_dim=16, pred_hidden_dim=8, warmup_epochs=0), str(train), str(test),
+                     str(subsets / "imbalanced-p100.csv"), str(tmp_path / "m"),
+                     settings=TrainSettings(epochs=1, batch_size=64, knn_every=0), model=ModelConfig("resnet10", 4),
+                     augment=AugmentConfig())
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(model), "--train-data", str(train), "--test-data", str(test),
+                 "--eval-subset", str(subsets / "balanced-p100.csv"), "--pretrain-subset",
+                 str(subsets / "imbalanced-p100.csv"), "--subset-name", "imbalanced-p100", "--method-name", "SimSiam",
+                 "--out", str(out), "--epochs", "2", "--augment", "false"]) == 0
+    recorded = read_result(out).provenance
+    assert recorded["command"] == "evaluate" and recorded["code_hash"] == command_code_hash("evaluate")
+    assert recorded["settings"]["epochs"] == 2 and recorded["settings"]["augment"] is False
+    assert recorded["settings"]["model"] == str(model)
+    capsys.readouterr()
+    assert main(["provenance", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out) == recorded
+    # A model written without provenance (by an older imbssl) says so in one line.
+    assert main(["provenance", str(model)]) == 2
+    assert "records no provenance" in capsys.readouterr().err

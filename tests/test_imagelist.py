@@ -1,7 +1,6 @@
 """Image-list datasets (ImageNet-LT format): decoding into the store, the one-line errors,
 subsets.profile: given, the config checks, and the ImageNet-LT preset's plan."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +11,13 @@ import yaml
 from PIL import Image
 
 from imbssl import UserError
-from imbssl.data.store import _resize_centre_crop, load_split, prepare
+from imbssl.data.store import _resize_centre_crop, load_split
+
+from helpers.data import prepare_dataset
+from helpers.repo import copy_workflow
 from imbssl.data.subsets import balanced_counts, build_subsets
 
-from imagelist_data import PER_CLASS, TEST_PER_CLASS, TRAIN_LT, colour, make_image_lists
+from helpers.imagelist_data import PER_CLASS, TEST_PER_CLASS, TRAIN_LT, colour, make_image_lists
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def lists(tmp_path_factory):
 def _prepare(root, lists, out, **kw):
     args = dict(store_size=24, image_size=20, train_list=lists["train_lt"], test_list=lists["test"],
                 extra_train_list=lists["extra"], class_names=lists["class_names"], workers=1)
-    prepare("imagelist", root, out / "train.npz", out / "test.npz", **{**args, **kw})
+    prepare_dataset("imagelist", root, out / "train.npz", out / "test.npz", **{**args, **kw})
     return load_split(out / "train.npz"), load_split(out / "test.npz")
 
 
@@ -203,10 +205,7 @@ def _lt_counts(classes=1000, head=1280, tail=5):
 
 
 def test_the_imagenet_lt_preset_plans_every_experiment(tmp_path):
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    for name in ("config", "workflow", "envs"):
-        shutil.copytree(REPO / name, tmp_path / name)
+    copy_workflow(tmp_path)
     lists = tmp_path / "data" / "imagenet"
     lists.mkdir(parents=True)
     counts = _lt_counts()

@@ -4,13 +4,12 @@ decoding into the store, subsets.profile: given, every experiment, the tables.""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 
-from imagelist_data import make_image_lists
-from test_pipeline import REPO, repo_files, snakemake
+from helpers.imagelist_data import make_image_lists
+from helpers.repo import copy_repo, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +31,7 @@ OVERRIDES = {
 
 
 def test_an_image_list_runs_every_experiment(tmp_path):
-    for name in repo_files():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, tmp_path / name)
+    copy_repo(tmp_path)
     make_image_lists(tmp_path / "data" / "lt")
     (tmp_path / "lt.yaml").write_text(yaml.safe_dump(OVERRIDES))
     done = snakemake(tmp_path, "--cores", "2", "--configfile", "config/demo.yaml", "lt.yaml", timeout=3600)

@@ -3,11 +3,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from imbssl.methods import build_method
+from imbssl.methods.registry import build_method
 from imbssl.methods.registry import output_std
 from imbssl.methods.simclr import nt_xent
 from imbssl.methods.simsiam import negative_cosine
-from imbssl.models.backbones import build_backbone, mlp
+from imbssl.models.backbones import build_backbone
+from imbssl.models.heads import MSNProjector, SimCLRProjector, SimSiamPredictor, SimSiamProjector
 
 
 def test_negative_cosine_by_hand_and_stop_gradient():
@@ -64,9 +65,20 @@ def test_output_std_collapse_indicator():
     assert abs(healthy - 1 / math.sqrt(64)) < 0.01
 
 
-def test_mlp_last_bn():
-    head = mlp([4, 8, 2], last_bn=True)
-    assert isinstance(head[-1], torch.nn.BatchNorm1d) and head[-2].bias is None
+def layer_kinds(head):
+    return [type(layer).__name__ for layer in head]
+
+
+def test_heads_have_the_layers_their_papers_give():
+    # SimSiam's CIFAR projector ends in BN (its Linear then has no bias); its predictor does not.
+    assert layer_kinds(SimSiamProjector(4, 8)) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert SimSiamProjector(4, 8)[3].bias is None and SimSiamProjector(4, 8)[0].bias is None
+    assert layer_kinds(SimSiamPredictor(8, 2)) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert SimSiamPredictor(8, 2)[3].bias is not None and SimSiamPredictor(8, 2)[3].out_features == 8
+    assert layer_kinds(SimCLRProjector(4, 8, 2)) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    msn = MSNProjector(4, 8, 2)
+    assert layer_kinds(msn) == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]
+    assert [layer.out_features for layer in msn if isinstance(layer, torch.nn.Linear)] == [8, 8, 2]
 
 
 class Features(torch.nn.Module):

@@ -9,18 +9,19 @@ The copy runs its own package (PYTHONPATH=<copy>/src), so a module can be edited
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from imbssl.cli import COMMANDS
+
+from helpers.repo import copy_repo, job_counts, snakemake
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
 SUBSETS = ["imbalanced-p10", "balanced-p10", "imbalanced-p100", "balanced-p100", "full"]
 IMBALANCED = ["imbalanced-p10", "imbalanced-p100"]
 DEMO = ("--configfile", "config/demo.yaml")
@@ -28,41 +29,14 @@ TRAINING_RULES = {"pretrain", "base", "features", "cluster", "partition_random",
                   "prototype_usage"}
 
 
-def repo_files() -> list[str]:
-    """Tracked files and untracked ones git does not ignore (new modules, rules, tests)."""
-    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                             cwd=REPO, capture_output=True, text=True, check=True)
-    return [name for name in listing.stdout.split("\0") if name and (REPO / name).is_file()]
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(workdir / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("demo")
-    for name in repo_files():
-        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, workdir / name)
+    workdir = copy_repo(tmp_path_factory.mktemp("demo"))
     # A guard against a hung run, not the demo's time budget: on a 2-core machine shared with other
     # jobs the demo (~6 minutes alone) took 29 minutes of wall time.
     done = snakemake(workdir, "--cores", "2", *DEMO, timeout=3600)
     assert done.returncode == 0, done.stderr[-6000:]
     return workdir
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """Rule -> jobs, from the `--quiet rules` table of a dry run (without `all` and `total`)."""
-    counts = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("all", "total"):
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def planned(workdir: Path, *args: str) -> dict[str, int]:
@@ -239,6 +213,9 @@ def test_the_student_init_reruns_the_students_only(demo):
         "distill": 4, "evaluate": 4, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES}
 
 
+# Experiment II from the clusters on (demo: 2 subsets, k = 2, both partitions, one seed).
+EXPERIMENT_II_AFTER_CLUSTERING = {"cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
+                                  **EXPERIMENT_II_VIEWS, **PER_CLASS, "cluster_table": 1, "figure3": 2, **STAGES}
 FIGURES = {"figure1": 1, "figure3": 2, "figure4": 1, "frequency_table2": 1, "frequency_table3": 1,
            "frequency_table4": 1, **CURVES, **STAGES}
 
@@ -267,63 +244,96 @@ def test_a_clustering_setting_reruns_experiment_ii_from_the_clusters_on(demo, ov
     assert planned(demo, "--config", override) == EXPERIMENT_II_AFTER_CLUSTERING
 
 
-def test_an_evaluation_code_edit_reruns_evaluations_not_training(demo):
-    module = demo / "src/imbssl/evaluate.py"
+@dataclass(frozen=True)
+class PlannedJob:
+    rule: str
+    output: str  # its first output file
+    command: str  # the imbssl command its shell runs
+    method: str | None  # --method of a pretrain job
+
+
+def every_job(workdir: Path) -> list[PlannedJob]:
+    """Every job of the demo with the imbssl command it runs, from a dry run of all of them."""
+    done = snakemake(workdir, "-n", "-p", "--forceall", *DEMO)
+    assert done.returncode == 0, done.stderr[-4000:]
+    jobs, rule, output = [], None, None
+    for line in done.stdout.splitlines():
+        if match := re.match(r"(?:local)?rule (\w+):$", line):
+            rule, output = match.group(1), None
+        elif line.startswith("    output: "):
+            output = line.removeprefix("    output: ").split(", ")[0]
+        elif line.startswith("Shell command: ") and (command := re.search(r"imbssl ([a-z-]+)", line)):
+            method = re.search(r"--method (\S+)", line)
+            jobs.append(PlannedJob(rule, output, command.group(1), method.group(1) if method else None))
+    return jobs
+
+
+def hashed_by(job: PlannedJob) -> set[str]:
+    """The modules whose code the job's `code` param hashes (what its command imports)."""
+    from imbssl.methods import catalog
+    from imbssl.settings import hashed_modules
+
+    entries = [COMMANDS[job.command].module]
+    if job.command == "pretrain":
+        entries.append(f"imbssl.methods.{catalog.METHODS[job.method].module}")
+    return set(hashed_modules(*entries))
+
+
+def rerun_after_editing(workdir: Path, module: str) -> dict[str, int]:
+    """What a dry run plans once the code of `module` changed in the copy."""
+    path = workdir / "src" / Path(*module.split(".")).with_suffix(".py")
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n_RERUN_TEST = None\n")
+        return planned(workdir)
+    finally:
+        path.write_text(original)
+
+
+def test_a_comment_edit_reruns_nothing_and_a_code_edit_reruns_evaluations_not_training(demo):
+    module = demo / "src/imbssl/evaluation/linear.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# A comment or docstring edit changes nothing.\n")
         assert planned(demo) == {}
-        module.write_text(original + "\n_RERUN_TEST = None\n")
-        counts = planned(demo)
     finally:
         module.write_text(original)
-    assert counts == {"evaluate": 24, **ALL_VIEWS}
+    counts = rerun_after_editing(demo, "imbssl.evaluation.linear")
+    assert counts == {"evaluate": 24, **ALL_VIEWS}  # checked by hand: the derived rule below agrees
     assert not TRAINING_RULES & set(counts)
 
 
-# What a code edit to one module reruns in the demo, by rule family (the `code` params of the rules
-# in workflow/rules/common.smk). Demo counts: 5 subsets x {simsiam, simclr, msn, pmsn} pretrained
-# and evaluated; Experiment II on 2 subsets: 2 bases -> features -> clusters -> 2 partitions x k=2
-# experts -> 2 x 2 students, evaluated; prototype usage of MSN and PMSN on one subset.
-EXPERIMENT_II_AFTER_CLUSTERING = {"cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
-                                  **EXPERIMENT_II_VIEWS, **PER_CLASS, "cluster_table": 1, "figure3": 2, **STAGES}
-CLASS_VIEWS = {"table2_groups": 1, "table3_groups": 1, "table4_groups": 1, **PER_CLASS, "frequency_table2": 1,
-               "frequency_table3": 1, "frequency_table4": 1}
-CODE_EDITS = {
-    # A method's module retrains that method only (and whatever is built on it).
-    "methods/simclr.py": {"pretrain": 5, "evaluate": 5, **EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PER_CLASS,
-                          **CURVES},
-    "methods/msn.py": {"pretrain": 10, "evaluate": 10, "prototype_usage": 2, **PRIOR_VIEWS, **PER_CLASS,
-                       "figure4": 1, **CURVES},
-    # SimSiam: its 5 pretraining jobs, and Experiment II's base and experts (SimSiam too) from the
-    # start: base -> features -> all of the above; 5 + 4 evaluations and every table.
-    "methods/simsiam.py": {**EXPERIMENT_II_AFTER_CLUSTERING, "pretrain": 5, "base": 2, "features": 2,
-                           "evaluate": 9, **ALL_VIEWS, **CURVES},
-    # The training loop: every training job, everything after it (not the data or Figure 1).
-    "train.py": {**EXPERIMENT_II_AFTER_CLUSTERING, "pretrain": 20, "base": 2, "features": 2, "evaluate": 24,
-                 "prototype_usage": 2, **ALL_VIEWS, "figure4": 1, **CURVES},
-    "cluster.py": EXPERIMENT_II_AFTER_CLUSTERING,
-    "distill.py": {"distill": 4, "evaluate": 4, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES},
-    "prototypes.py": {"prototype_usage": 2, "figure4": 1},
-    "tables.py": {"table2": 1, "table3": 1, "table4": 1, "cluster_table": 1, "table2_groups": 1,
-                  "table3_groups": 1, "table4_groups": 1, **PER_CLASS},
-    # The groups: every table and figure by class group (analysis.py also holds Tables 2-4's statistics).
-    "per_class.py": CLASS_VIEWS,
-    "analysis.py": {**CLASS_VIEWS, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1},
-    "figures.py": FIGURES,
-}
+# Modules across the layers; what an edit to each reruns is derived, not listed: the jobs whose
+# command imports the module (their code params change) and everything built on their outputs,
+# which is what Snakemake plans when exactly those jobs are forced (`--forcerun` their outputs).
+EDITED_MODULES = ["imbssl.methods.simclr", "imbssl.methods.msn", "imbssl.methods.simsiam", "imbssl.methods.distill",
+                  "imbssl.methods.prototypes", "imbssl.training.loop", "imbssl.training.distill",
+                  "imbssl.clustering.partitions", "imbssl.evaluation.features", "imbssl.data.subsets",
+                  "imbssl.reporting.tables", "imbssl.reporting.per_class", "imbssl.reporting.analysis",
+                  "imbssl.reporting.figures", "imbssl.reporting.frequency", "imbssl.reporting.curves"]
 
 
-@pytest.mark.parametrize("module", sorted(CODE_EDITS))
-def test_a_code_edit_reruns_exactly_the_jobs_that_run_the_module(demo, module):
-    path = demo / "src/imbssl" / module
-    original = path.read_text()
-    try:
-        path.write_text(original + "\n_RERUN_TEST = None\n")
-        counts = planned(demo)
-    finally:
-        path.write_text(original)
-    assert counts == CODE_EDITS[module]
+@pytest.fixture(scope="module")
+def demo_jobs(demo) -> list[PlannedJob]:
+    jobs = every_job(demo)
+    assert len(jobs) == sum(planned(demo, "--forceall").values())  # every job seen, each with its command
+    return jobs
+
+
+@pytest.mark.parametrize("module", EDITED_MODULES)
+def test_a_code_edit_reruns_exactly_the_jobs_that_run_the_module(demo, demo_jobs, module):
+    affected = [job.output for job in demo_jobs if module in hashed_by(job)]
+    assert affected, f"no job of the demo runs {module}"
+    expected = planned(demo, "--forcerun", *affected)
+    assert rerun_after_editing(demo, module) == expected
+
+
+def test_an_edit_to_one_method_reruns_that_method_only(demo, demo_jobs):
+    """An anchor for the derivation above, counted by hand: SimCLR's module retrains its 5 models,
+    their evaluations and the views that read them, nothing of the other methods."""
+    counts = rerun_after_editing(demo, "imbssl.methods.simclr")
+    assert counts == {"pretrain": 5, "evaluate": 5, **EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PER_CLASS,
+                      **CURVES}
 
 
 def test_report_holds_every_table_and_figure(demo):
@@ -339,3 +349,22 @@ def test_report_holds_every_table_and_figure(demo):
         assert name in html, name
     for category in ("Experiment I", "Experiment II", "Power-law prior", "Per class", "Training curves"):
         assert f'"{category}"' in html, category
+
+
+def test_models_and_results_record_the_code_hash_their_rule_carries(demo):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from imbssl.core.artifacts import read_model
+
+    code = ("from imbssl.cli import command_code_hash as h; import json; "
+            "print(json.dumps([h('pretrain', 'simclr'), h('evaluate')]))")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(demo / "src")},
+                          capture_output=True, text=True, check=True)
+    pretrain_hash, evaluate_hash = json.loads(done.stdout)
+    model = read_model(demo / "results/pretrain/imbalanced-p100/simclr/seed0/model.pt")
+    assert model.meta.provenance["code_hash"] == pretrain_hash and model.meta.provenance["command"] == "pretrain"
+    result = json.loads((demo / "results/eval/imbalanced-p100/simclr/seed0.json").read_text())
+    assert result["provenance"]["code_hash"] == evaluate_hash and result["version"] == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -12,8 +11,11 @@ import pandas as pd
 import pytest
 
 from imbssl import UserError
-from imbssl.reporting.figures import PlotSettings, figure_class_distribution
-from imbssl.data.subsets import order_subsets, write_csv
+from imbssl.reporting.figures import figure_class_distribution
+from imbssl.reporting.plotting import PlotSettings
+from imbssl.core.artifacts import write_subset as write_csv
+from imbssl.data.subsets import order_subsets
+from helpers.forge import forge_result
 from imbssl.reporting.tables import write_table
 
 
@@ -26,11 +28,8 @@ def prepared_split(tmp_path, classes):
 
 
 def result(tmp_path, subset, method, seed, n, top1, knn_top1):
-    path = tmp_path / "eval" / subset / method / f"seed{seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"subset": subset, "method": method, "seed": seed, "n": n, "top1": top1,
-                                "knn_top1": knn_top1, "per_class": [top1] * 3}))
-    return path
+    return forge_result(tmp_path / "eval" / subset / method / f"seed{seed}.json", subset, method, seed, top1, n=n,
+                        knn_top1=knn_top1)
 
 
 @pytest.fixture
@@ -173,7 +172,7 @@ def test_class_names_come_from_the_prepared_split(tmp_path):
 
 
 def test_method_labels_name_experiment_ii_students_as_the_paper():
-    from imbssl.reporting.tables import method_label
+    from imbssl.methods.catalog import label as method_label
 
     assert [method_label(m) for m in ("simclr", "simsiam", "simsiam-c-d", "simsiam-d", "msn", "pmsn")] == \
         ["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D", "MSN", "PMSN"]
@@ -197,7 +196,7 @@ def test_table3_columns_follow_the_method_list_with_n_a_for_methods_not_run(tmp_
 
 
 def test_frequency_curve_averages_classes_of_one_count_then_seeds():
-    from imbssl.reporting.figures import frequency_curve
+    from imbssl.reporting.frequency import frequency_curve
 
     runs = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "x": [100, 10, 10, 100, 10, 10],
                          "accuracy": [90.0, 40.0, 60.0, 80.0, 30.0, float("nan")]})
@@ -218,17 +217,16 @@ def _metrics_csv(path, epochs, knn_every=2, offset=0.0):
 
 
 def test_frequency_figure_and_training_curves_are_drawn(tmp_path):
-    from imbssl.reporting.figures import figure_accuracy_vs_frequency, figure_stage_curves, figure_training_curves
+    from imbssl.reporting.curves import figure_stage_curves, figure_training_curves
+    from imbssl.reporting.frequency import figure_accuracy_vs_frequency
 
     write_csv(tmp_path / "imbalanced-p4.csv", np.arange(7), np.repeat([0, 1, 2], [4, 2, 1]))
     write_csv(tmp_path / "balanced-p4.csv", np.arange(6), np.repeat([0, 1, 2], 2))
     results = []
     for subset, seed in (("imbalanced-p4", 0), ("imbalanced-p4", 1), ("balanced-p4", 0)):
-        path = tmp_path / f"{subset}-{seed}.json"
-        path.write_text(json.dumps({"subset": subset, "method": "SimSiam", "seed": seed, "n": 7, "top1": 50.0,
-                                    "knn_top1": 50.0, "per_class": [90.0, 50.0, 10.0 + seed],
-                                    "knn_per_class": [80.0, 40.0, None], "test_class_counts": [5, 5, 5]}))
-        results.append(path)
+        results.append(forge_result(tmp_path / f"{subset}-{seed}.json", subset, "SimSiam", seed, 50.0, n=7,
+                                    per_class=[90.0, 50.0, 10.0 + seed], knn_per_class=[80.0, 40.0, None],
+                                    test_class_counts=[5, 5, 5]))
     outs = [tmp_path / "f.png", tmp_path / "f.pdf"]
     figure_accuracy_vs_frequency(results, [tmp_path / "imbalanced-p4.csv", tmp_path / "balanced-p4.csv"], outs,
                                  "title", PlotSettings(dpi=40))
@@ -244,7 +242,7 @@ def test_frequency_figure_and_training_curves_are_drawn(tmp_path):
 
 
 def test_training_curves_need_a_metrics_file_with_epochs_and_loss(tmp_path):
-    from imbssl.reporting.figures import read_metrics
+    from imbssl.core.artifacts import read_metrics
 
     (tmp_path / "m.csv").write_text("epoch,lr\n1,0.1\n")
     with pytest.raises(UserError, match=r"lack columns \['loss'\]: rerun its training job"):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from imbssl.config_check import canonicalize, coerce_strings
-from imbssl.settings import cli_flags, code_hash, flag_value
+from imbssl.settings import cli_flags, code_hash, flag_value, forget_code, hashed_modules
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -94,33 +94,94 @@ def test_flags_parse_back_with_the_cli():
 
 @pytest.fixture
 def package(tmp_path):
-    """A throwaway package to hash: two modules."""
-    root = tmp_path / "pkg"
-    root.mkdir()
-    (root / "a.py").write_text('"""Doc."""\n\ndef f(x):\n    # why\n    return x + 1\n')
-    (root / "b.py").write_text("def g():\n    return 2\n")
-    return root
+    """A throwaway `imbssl` package to hash: a imports b (relative, inside a function) and the
+    subpackage sub.c (absolute); d is imported by nobody."""
+    root = tmp_path / "imbssl"
+    (root / "sub").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "sub" / "__init__.py").write_text('"""A subpackage."""\n')
+    (root / "a.py").write_text('"""Doc."""\n\nimport imbssl.sub.c\n\n\ndef f(x):\n    # why\n'
+                               '    from . import b\n    return b.g(x) + 1\n')
+    (root / "b.py").write_text("def g(x):\n    return 2 * x\n")
+    (root / "sub" / "c.py").write_text("K = 3\n")
+    (root / "d.py").write_text("def h():\n    return 4\n")
+    forget_code()
+    yield root
+    forget_code()
+
+
+def edited(package, name, text):
+    (package / name).write_text(text)
+    forget_code()
 
 
 def test_code_hash_ignores_comments_docstrings_and_formatting(package):
-    before = code_hash("a.py", package_dir=package)
-    code_hash.cache_clear()  # one Snakemake invocation hashes once; here the files change in between
-    (package / "a.py").write_text('"""Another doc."""\n\n\ndef f(x):  # a new comment\n    """Doc."""\n'
-                                  '    return (x + 1)\n')
-    assert code_hash("a.py", package_dir=package) == before
+    before = code_hash("imbssl.a", package_dir=package)
+    edited(package, "a.py", '"""Another doc."""\n\nimport imbssl.sub.c  # a comment\n\n\ndef f(x):\n'
+                            '    """Doc."""\n    from . import b\n\n    return (b.g(x) + 1)\n')
+    assert code_hash("imbssl.a", package_dir=package) == before
 
 
-def test_code_hash_changes_with_the_code_of_the_hashed_modules_only(package):
-    a, both = code_hash("a.py", package_dir=package), code_hash("a.py", "b.py", package_dir=package)
-    (package / "b.py").write_text("def g():\n    return 3\n")
-    code_hash.cache_clear()
-    assert code_hash("a.py", package_dir=package) == a  # b.py is not a's code
-    assert code_hash("a.py", "b.py", package_dir=package) != both
-    (package / "a.py").write_text("def f(x):\n    return x - 1\n")
-    code_hash.cache_clear()
-    assert code_hash("a.py", package_dir=package) != a
+def test_the_hash_covers_what_a_module_imports_and_nothing_else(package):
+    assert hashed_modules("imbssl.a", package_dir=package) == ["imbssl", "imbssl.a", "imbssl.b", "imbssl.sub",
+                                                                "imbssl.sub.c"]
+    before = code_hash("imbssl.a", package_dir=package)
+    edited(package, "d.py", "def h():\n    return 5\n")  # imported by nobody
+    assert code_hash("imbssl.a", package_dir=package) == before
+    edited(package, "b.py", "def g(x):\n    return 3 * x\n")  # a's function-level relative import
+    changed = code_hash("imbssl.a", package_dir=package)
+    assert changed != before
+    edited(package, "sub/c.py", "K = 4\n")  # an absolute import into a subpackage
+    assert code_hash("imbssl.a", package_dir=package) != changed
+
+
+def test_a_new_import_joins_the_hash(package):
+    before = code_hash("imbssl.b", package_dir=package)
+    edited(package, "b.py", "from imbssl import d\n\n\ndef g(x):\n    return 2 * x\n")
+    assert code_hash("imbssl.b", package_dir=package) != before
+    assert "imbssl.d" in hashed_modules("imbssl.b", package_dir=package)
 
 
 def test_code_hash_of_nothing_is_an_error(package):
-    with pytest.raises(ValueError, match="no module matches"):
-        code_hash("missing.py", package_dir=package)
+    with pytest.raises(ValueError, match="no module imbssl.missing"):
+        code_hash("imbssl.missing", package_dir=package)
+
+
+def test_commands_hash_the_modules_they_really_import():
+    """The gaps of the hand-kept lists this replaced: the evaluate rule reaches models and the ViT
+    through the backbone it restores; prototype usage reaches the models and the augmentations."""
+    from imbssl.cli import COMMANDS
+
+    evaluate = hashed_modules(COMMANDS["evaluate"].module)
+    assert {"imbssl.models.backbones", "imbssl.models.vit", "imbssl.evaluation.linear",
+            "imbssl.evaluation.knn", "imbssl.core.artifacts"} <= set(evaluate)
+    assert not {m for m in evaluate if m.startswith(("imbssl.training", "imbssl.reporting", "imbssl.clustering"))}
+    usage = hashed_modules(COMMANDS["prototype-usage"].module)
+    assert {"imbssl.models.backbones", "imbssl.data.augment", "imbssl.methods.msn"} <= set(usage)
+    # Tables and figures never hash (nor import) the training side.
+    for command in ("table", "group-table", "figure-frequency", "figure-curves"):
+        assert not any(m.startswith(("imbssl.training", "imbssl.models")) for m in
+                       hashed_modules(COMMANDS[command].module)), command
+    # The command line and the method catalog are never hashed: adding a method reruns nothing.
+    assert not {"imbssl.cli", "imbssl.methods.catalog"} & set().union(
+        *(hashed_modules(c.module) for c in COMMANDS.values()))
+
+
+def test_an_import_added_to_an_evaluation_module_changes_the_evaluate_hash(tmp_path):
+    import shutil
+
+    from imbssl.cli import COMMANDS
+    from imbssl.settings import PACKAGE_DIR
+
+    copy = tmp_path / "imbssl"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    entry = COMMANDS["evaluate"].module
+    forget_code()
+    before = code_hash(entry, package_dir=copy)
+    assert "imbssl.clustering.kmeans" not in hashed_modules(entry, package_dir=copy)
+    linear = copy / "evaluation" / "linear.py"
+    linear.write_text(linear.read_text() + "\n\ndef _cluster():\n    from imbssl.clustering import kmeans\n")
+    forget_code()
+    assert "imbssl.clustering.kmeans" in hashed_modules(entry, package_dir=copy)
+    assert code_hash(entry, package_dir=copy) != before
+    forget_code()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from imbssl import UserError
-from imbssl.data.subsets import (balanced_counts, build_subsets, draw, empty_class_error, eval_subset_name, exponential_counts, imbalanced_counts, read_csv, step_counts, subset_names, write_all, write_csv)
+from imbssl.data.subsets import (balanced_counts, build_subsets, draw, empty_class_error, eval_subset_name, exponential_counts, imbalanced_counts, step_counts, subset_names)
+from imbssl.core.artifacts import read_subset as read_csv, write_subset as write_csv
 
 CIFAR = [5000] * 10
 

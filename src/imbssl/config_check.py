@@ -174,6 +174,7 @@ def plan_error(config: dict) -> str | None:
     `config` has every key (after `snakemake.utils.validate(..., set_default=True)`).
     """
     from imbssl.data.subsets import subset_names
+    from imbssl.methods.catalog import prototype_methods
 
     subsets = subset_names(config["subsets"]["imbalance_factors"], config["subsets"]["profile"])
     empty = dataset_plan_error(config) or empty_class_plan_error(config) or analysis_plan_error(config)
@@ -196,7 +197,7 @@ def plan_error(config: dict) -> str | None:
     warmup = warmup_error(config)
     if warmup:
         return warmup
-    if {"msn", "pmsn"} & set(config["methods"]) and config["prior_figure"]["subset"] not in subsets:
+    if prototype_methods(config["methods"]) and config["prior_figure"]["subset"] not in subsets:
         return (f"config error: prior_figure.subset: {config['prior_figure']['subset']} is not among the "
                 f"configured subsets ({', '.join(subsets)}) ({FIX})")
     return None
@@ -206,7 +207,7 @@ def plan_error(config: dict) -> str | None:
 def _list_counts(path: str, setting: str, mtime_ns: int, size: int) -> tuple[int, ...]:
     """A list file's images per label, read once per Snakemake start however many checks ask
     (keyed by the file's mtime and size, so an edited list is read again)."""
-    from imbssl.data.store import list_class_counts
+    from imbssl.data.sources import list_class_counts
 
     return tuple(list_class_counts(path, setting))
 
@@ -220,7 +221,7 @@ def known_class_counts(dataset: dict) -> tuple[list[int], list[int]] | None:
     """(images per class of the train list, of everything stored) for the datasets whose train
     counts are known without decoding: CIFAR (data.TRAIN_CLASS_COUNTS) and image lists (their
     labels are read, the images are not); None for the others."""
-    from imbssl.data.store import TRAIN_CLASS_COUNTS
+    from imbssl.data.sources import TRAIN_CLASS_COUNTS
 
     name = dataset["name"]
     if name in TRAIN_CLASS_COUNTS:

@@ -47,7 +47,7 @@ rule features:
         runtime=30,
     params:
         device=cli_flags({"device": config["pretrain"]["device"]}),
-        code=FEATURES_CODE,
+        code=command_code_hash("features"),
     shell:
         on_gpu(
             "imbssl features --model {input.model} --train-data {input.train}"
@@ -82,7 +82,7 @@ rule cluster:
             }
         ),
         out_dir=subpath(output.summary, parent=True),
-        code=CLUSTER_CODE,
+        code=command_code_hash("cluster"),
     shell:
         on_gpu(
             "imbssl cluster --features {input.features} --subset {input.subset}"
@@ -113,7 +113,7 @@ rule partition_random:
     params:
         clusters_dir=subpath(input.clusters, parent=True),
         out_dir=subpath(output.summary, parent=True),
-        code=CLUSTER_CODE,
+        code=command_code_hash("partition-random"),
     shell:
         "imbssl partition-random --clusters-dir {params.clusters_dir} --subset {input.subset}"
         " --train-data {input.train} --subset-name {wildcards.subset} --seed {wildcards.seed}"

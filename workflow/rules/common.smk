@@ -10,22 +10,26 @@ through their outputs, what depends on them).
 
 import re
 
-from imbssl.settings import cli_flags, code_hash
+from imbssl.cli import command_code_hash
 from imbssl.data.subsets import eval_subset_name, subset_names
-from imbssl.reporting.tables import method_label
+from imbssl.methods import catalog
+from imbssl.methods.catalog import label as method_label
+from imbssl.settings import cli_flags
 
 SUBSETS = subset_names(
     config["subsets"]["imbalance_factors"], config["subsets"]["profile"]
 )
 METHODS = config["methods"]  # pretrained by the pretrain rule
 SEEDS = config["seeds"]
-# Experiment I baselines (Table 2) and the MSN family (Table 4), in the configured order.
-BASELINES = [method for method in METHODS if method in ("simsiam", "simclr")]
-PRIOR_METHODS = [method for method in METHODS if method in ("msn", "pmsn")]
+# Experiment I baselines (Table 2) and the prior methods (Table 4), in the configured order, and
+# the methods with prototypes (their usage: Figure 4), as the method catalog says.
+BASELINES = catalog.table_methods("table2", METHODS)
+PRIOR_METHODS = catalog.table_methods("table4", METHODS, references=False)
+PROTOTYPE_METHODS = catalog.prototype_methods(METHODS)
 
 # Experiment II: distilled students, saved under results/pretrain/ like the baselines so that
 # one evaluate rule serves all; each is named after the partition its experts trained on.
-STUDENT_PARTITION = {"simsiam-c-d": "kmeans", "simsiam-d": "random"}
+STUDENT_PARTITION = {name: info.partition for name, info in catalog.STUDENTS.items()}
 CLUSTER_SUBSETS = config["clustering"]["subsets"]
 KINDS = list(STUDENT_PARTITION.values())
 K = config["clustering"]["k"]
@@ -81,76 +85,10 @@ def pretrain_flags(method, epochs=None):
     )
 
 
-# The module that defines each method (PMSN is MSN with another prior).
-METHOD_MODULE = {"simsiam": "simsiam", "simclr": "simclr", "msn": "msn", "pmsn": "msn"}
-
-
+# The code hash of each command: what the module doing its work imports (imbssl.cli.COMMANDS),
+# with a method, also that method's module (a change to SimCLR's code reruns SimCLR only).
 def pretrain_code(method):
-    """The training job and what it builds on, plus this method's module (not the other methods')."""
-    return code_hash(
-        "training/loop.py",
-        "data/augment.py",
-        "models/backbones.py",
-        "models/vit.py",
-        "core/optim.py",
-        "data/device.py",
-        "core/distributed.py",
-        "evaluation/features.py",
-        "evaluation/knn.py",
-        "methods/__init__.py",
-        "methods/registry.py",
-        f"methods/{METHOD_MODULE[method]}.py",
-    )
-
-
-EVALUATE_CODE = code_hash(
-    "evaluation/evaluate.py",
-    "evaluation/features.py",
-    "data/device.py",
-    "core/distributed.py",
-    "evaluation/knn.py",
-    "data/augment.py",
-    "core/optim.py",
-)
-TABLES_CODE = code_hash("reporting/tables.py", "reporting/analysis.py")
-FIGURES_CODE = code_hash("reporting/figures.py")
-# The per-class tables and the accuracy-against-frequency figures group classes (analysis.py,
-# per_class.py).
-CLASS_TABLES_CODE = code_hash(
-    "reporting/tables.py", "reporting/per_class.py", "reporting/analysis.py"
-)
-CLASS_FIGURES_CODE = code_hash(
-    "reporting/figures.py", "reporting/per_class.py", "reporting/analysis.py"
-)
-FEATURES_CODE = code_hash(
-    "evaluation/features.py",
-    "data/device.py",
-    "core/distributed.py",
-    "models/backbones.py",
-    "models/vit.py",
-)
-CLUSTER_CODE = code_hash("clustering/kmeans.py")
-DISTILL_CODE = code_hash(
-    "methods/distill.py",
-    "training/loop.py",
-    "data/augment.py",
-    "models/backbones.py",
-    "models/vit.py",
-    "core/optim.py",
-    "data/device.py",
-    "core/distributed.py",
-    "evaluation/features.py",
-    "evaluation/knn.py",
-    "methods/registry.py",
-)
-PROTOTYPES_CODE = code_hash(
-    "evaluation/prototypes.py",
-    "methods/msn.py",
-    "evaluation/features.py",
-    "data/device.py",
-    "core/distributed.py",
-    "models/vit.py",
-)
+    return command_code_hash("pretrain", method)
 
 
 def gpu_resources(gpus=1, nodes=1, slots="all"):
@@ -220,7 +158,7 @@ def table_title(title):
     return title
 
 
-def result_jsons(subsets=SUBSETS, methods=BASELINES, seeds=SEEDS):
+def result_jsons(subsets, methods, seeds=SEEDS):
     return expand(
         "results/eval/{subset}/{method}/seed{seed}.json",
         subset=subsets,
@@ -230,12 +168,11 @@ def result_jsons(subsets=SUBSETS, methods=BASELINES, seeds=SEEDS):
 
 
 # The result JSONs of each experiment's tables, and every evaluated run (the per-class table).
+# Table 3 is Experiment II's (its subsets); the others span every subset.
+TABLE_SUBSETS = {"table2": SUBSETS, "table3": CLUSTER_SUBSETS, "table4": SUBSETS}
 EXPERIMENT_RESULTS = {
-    "table2": result_jsons(),
-    "table3": result_jsons(CLUSTER_SUBSETS, [*BASELINES, *STUDENT_PARTITION]),
-    "table4": result_jsons(
-        methods=[*PRIOR_METHODS, *(["simsiam"] if "simsiam" in METHODS else [])]
-    ),
+    table: result_jsons(TABLE_SUBSETS[table], catalog.table_runs(table, METHODS))
+    for table in catalog.TABLES
 }
 ALL_RESULTS = sorted(set().union(*EXPERIMENT_RESULTS.values()))
 SUBSET_CSVS = expand("results/subsets/{subset}.csv", subset=SUBSETS)

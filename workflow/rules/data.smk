@@ -15,6 +15,7 @@ rule prepare_data:
         mem_mb=8000,
     params:
         dataset=cli_flags(config["dataset"]),
+        code=command_code_hash("prepare-data"),
     shell:
         "imbssl prepare-data {params.dataset}"
         " --out-train {output.train} --out-test {output.test} > {log} 2>&1"
@@ -34,6 +35,7 @@ rule subsets:
     params:
         subsets=cli_flags(config["subsets"]),
         out_dir=subpath(output[0], parent=True),
+        code=command_code_hash("subsets"),
     shell:
         "imbssl subsets --train-data {input.train} {params.subsets}"
         " --out-dir {params.out_dir} > {log} 2>&1"

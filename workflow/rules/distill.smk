@@ -28,7 +28,7 @@ rule distill:
             ]
         ),
         out_dir=subpath(output.model, parent=True),
-        code=DISTILL_CODE,
+        code=command_code_hash("distill"),
     shell:
         on_gpu(
             "imbssl distill --base {input.base} --experts {input.experts}"

@@ -23,7 +23,7 @@ rule evaluate:
     params:
         evaluation=cli_flags(config["evaluation"]),
         method_name=lambda wildcards: method_label(wildcards.method),
-        code=EVALUATE_CODE,
+        code=command_code_hash("evaluate"),
     shell:
         on_gpu(
             "imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
@@ -45,7 +45,7 @@ rule prototype_usage:
     benchmark:
         "results/benchmarks/prototype_usage/{subset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
-        method="|".join(PRIOR_METHODS) or "msn|pmsn",
+        method="|".join(catalog.prototype_methods()),
     conda:
         "../../envs/pytorch.yaml"
     threads: 1
@@ -57,7 +57,7 @@ rule prototype_usage:
         # The settings the model was trained with (the prototypes' shapes), and where to run.
         settings=lambda wildcards: cli_flags(method_settings(wildcards.method)),
         device=cli_flags({"device": config["pretrain"]["device"]}),
-        code=PROTOTYPES_CODE,
+        code=command_code_hash("prototype-usage"),
     shell:
         on_gpu(
             "imbssl prototype-usage --method {wildcards.method} --model {input.model}"

@@ -31,13 +31,13 @@ rule table2:
     conda:
         "../../envs/pytorch.yaml"
     params:
-        methods=[method_label(method) for method in BASELINES],
+        methods=catalog.table_columns("table2", METHODS),
         title=table_title(
             "Table 2: linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
         # imbalanced-pX - balanced-pX of each method, paired by seed.
         differences=lambda wildcards, output: f"--imbalance-gaps --out-differences {output.differences}",
-        code=TABLES_CODE,
+        code=command_code_hash("table"),
     shell:
         "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
         " {params.differences} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
@@ -55,14 +55,14 @@ use rule table2 as table3 with:
         "results/benchmarks/table3.tsv"
     params:
         # The paper's columns; `n/a` where one was not run (e.g. simclr not in `methods`).
-        methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
+        methods=catalog.table_columns("table3", METHODS),
         title=table_title(
             "Table 3: linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
         # The gains of the students over SimSiam on each subset, paired by seed.
         differences=lambda wildcards, output: (
-            "--difference SimSiam+C+D SimSiam --difference SimSiam+D SimSiam"
-            f" --out-differences {output.differences}"
+            " ".join(f"--difference {a} {b}" for a, b in catalog.student_gains())
+            + f" --out-differences {output.differences}"
         ),
 
 
@@ -76,7 +76,7 @@ use rule table2 as table4 with:
     benchmark:
         "results/benchmarks/table4.tsv"
     params:
-        methods=["MSN", "PMSN", "SimSiam"],
+        methods=catalog.table_columns("table4", METHODS),
         title=table_title(
             "Table 4: MSN vs PMSN (SimSiam for reference), linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
@@ -98,7 +98,7 @@ rule cluster_table:
         min_steps=cli_flags(
             {"min_expert_steps": config["clustering"]["min_expert_steps"]}
         ),
-        code=TABLES_CODE,
+        code=command_code_hash("cluster-table"),
     shell:
         "imbssl cluster-table --summaries {input.summaries} --expert-metrics {input.experts}"
         " {params.min_steps} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
@@ -124,7 +124,7 @@ rule figure1:
         "../../envs/pytorch.yaml"
     params:
         plots=cli_flags(config["plots"]),
-        code=FIGURES_CODE,
+        code=command_code_hash("figure-subsets"),
     shell:
         "imbssl figure-subsets --subsets {input.subsets} --train-data {input.train}"
         " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
@@ -151,7 +151,7 @@ rule figure3:
         "../../envs/pytorch.yaml"
     params:
         plots=cli_flags(config["plots"]),
-        code=FIGURES_CODE,
+        code=command_code_hash("figure-clusters"),
     shell:
         "imbssl figure-clusters --pca {input.pca} --contingency {input.contingency}"
         " --summary {input.summary} --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
@@ -162,7 +162,7 @@ rule figure4:
         expand(
             "results/prototypes/{subset}/{method}/seed{seed}.json",
             subset=config["prior_figure"]["subset"],
-            method=PRIOR_METHODS,
+            method=PROTOTYPE_METHODS,
             seed=SEEDS[0],
         ),
     output:
@@ -182,7 +182,7 @@ rule figure4:
     params:
         title=f"Prototype usage on {config['prior_figure']['subset']} (seed {SEEDS[0]})",
         plots=cli_flags(config["plots"]),
-        code=FIGURES_CODE,
+        code=command_code_hash("figure-prototypes"),
     shell:
         "imbssl figure-prototypes --usage {input} --title {params.title:q}"
         " --out {output.png} {output.pdf} {params.plots} > {log} 2>&1"
@@ -204,12 +204,12 @@ rule table2_groups:
     conda:
         "../../envs/pytorch.yaml"
     params:
-        methods=[method_label(method) for method in BASELINES],
+        methods=catalog.table_columns("table2", METHODS),
         title=table_title(
             "Table 2 by class group: top-1 (%) of head / medium / tail classes, balancedness and worst class, mean ± std over seeds"
         ),
         analysis=cli_flags(config["analysis"]),
-        code=CLASS_TABLES_CODE,
+        code=command_code_hash("group-table"),
     shell:
         "imbssl group-table --results {input.results} --subsets {input.subsets}"
         " --methods {params.methods:q} --title {params.title:q} {params.analysis}"
@@ -227,7 +227,7 @@ use rule table2_groups as table3_groups with:
     benchmark:
         "results/benchmarks/table3_groups.tsv"
     params:
-        methods=["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"],
+        methods=catalog.table_columns("table3", METHODS),
         title=table_title(
             "Table 3 by class group: top-1 (%) of head / medium / tail classes, balancedness and worst class, mean ± std over seeds"
         ),
@@ -244,7 +244,7 @@ use rule table2_groups as table4_groups with:
     benchmark:
         "results/benchmarks/table4_groups.tsv"
     params:
-        methods=["MSN", "PMSN", "SimSiam"],
+        methods=catalog.table_columns("table4", METHODS),
         title=table_title(
             "Table 4 by class group: top-1 (%) of head / medium / tail classes, balancedness and worst class, mean ± std over seeds"
         ),
@@ -264,7 +264,7 @@ rule per_class_table:
         "../../envs/pytorch.yaml"
     params:
         analysis=cli_flags(config["analysis"]),
-        code=CLASS_TABLES_CODE,
+        code=command_code_hash("per-class-table"),
     shell:
         "imbssl per-class-table --results {input.results} --subsets {input.subsets} {params.analysis}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
@@ -286,7 +286,7 @@ rule frequency_table2:
         title="Experiment I: per-class accuracy against class frequency",
         analysis=cli_flags(config["analysis"]),
         plots=cli_flags(config["plots"]),
-        code=CLASS_FIGURES_CODE,
+        code=command_code_hash("figure-frequency"),
     shell:
         "imbssl figure-frequency --results {input.results} --subsets {input.subsets}"
         " --title {params.title:q} {params.analysis} {params.plots}"
@@ -347,7 +347,7 @@ rule training_curves:
         labels=[method_label(method) for method in METHODS],
         title=lambda wildcards: f"Pretraining on {wildcards.subset} (seed {SEEDS[0]})",
         plots=cli_flags(config["plots"]),
-        code=FIGURES_CODE,
+        code=command_code_hash("figure-curves"),
     shell:
         "imbssl figure-curves --metrics {input} --labels {params.labels:q} --title {params.title:q}"
         " {params.plots} --out {output.png} {output.pdf} > {log} 2>&1"
@@ -385,7 +385,7 @@ rule stage_curves:
         kinds=KINDS,
         title=lambda wildcards: f"Experiment II on {wildcards.subset} (seed {SEEDS[0]})",
         plots=cli_flags(config["plots"]),
-        code=FIGURES_CODE,
+        code=command_code_hash("figure-stages"),
     shell:
         "imbssl figure-stages --base {input.base} --kinds {params.kinds} --experts {input.experts}"
         " --students {input.students} --title {params.title:q} {params.plots}"

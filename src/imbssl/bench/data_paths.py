@@ -29,7 +29,7 @@ from imbssl.data.augment import AugmentConfig, BatchAugment, torchvision_pipelin
 from imbssl.bench.engine import dataloader_step, timed_windows
 from imbssl.data.store import StoreSize, channel_stats, decode_to_store
 from imbssl.data.device import ResidentImages, StreamedImages, to_device_images
-from imbssl.methods import build_method
+from imbssl.methods.registry import build_method
 from imbssl.models.backbones import build_backbone
 from imbssl.training.loop import train_step
 
@@ -185,3 +185,20 @@ def print_report(report: dict) -> None:
         gpu = f"  GPU step {r['gpu_step_s'] * 1000:8.1f} ms" if r["gpu_step_s"] is not None else ""
         ratio = f"  {r['vs_dataloader']:.2f}x dataloader" if "vs_dataloader" in r else ""
         print(f"  {name:10s} {r['images_per_s']:9.1f} images/s  wall step {r['wall_step_s'] * 1000:8.1f} ms{gpu}{ratio}")
+
+
+def bench_data_paths(args, store_size: int | None, out: str | None) -> dict:
+    """`imbssl bench --data-paths true`: the engine's settings flags shared with this benchmark, the
+    store size (default: image_size x 8/7, 256 for 224), the report printed and written as JSON."""
+    import dataclasses
+
+    from imbssl.core.atomic import write_json
+    from imbssl.data.device import resolve_device
+
+    shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataBenchSettings) if f.name != "store_size"}
+    settings = DataBenchSettings(**shared, store_size=store_size or round(args.image_size * 8 / 7))
+    report = run(settings, resolve_device(args.device))
+    print_report(report)
+    if out:
+        write_json(out, report)
+    return report

@@ -37,7 +37,7 @@ from imbssl.data.augment import AugmentConfig, BatchAugment, torchvision_pipelin
 from imbssl.data.store import channel_stats
 from imbssl.data.device import resolve_device, to_device_images
 from imbssl.evaluation.features import extract
-from imbssl.methods import build_method
+from imbssl.methods.registry import build_method
 from imbssl.models.backbones import build_backbone
 from imbssl.training.loop import train_step
 
@@ -309,7 +309,7 @@ def bench_linear(settings: BenchSettings, device) -> dict:
     """`linear_epochs` of linear evaluation on `linear_points` synthetic images through the
     benchmark's backbone, in both protocols, in the same run: precomputed (the features once, then
     the linear layer) and augmented (crop + flip and a backbone forward pass every step)."""
-    from imbssl.evaluation.evaluate import EvalSettings, augmented_linear_probe, linear_probe
+    from imbssl.evaluation.linear import EvalSettings, augmented_linear_probe, linear_probe
 
     n = settings.linear_points
     images_np = np.random.default_rng(1).integers(0, 256, (n, settings.image_size, settings.image_size, 3),

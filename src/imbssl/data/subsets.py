@@ -16,15 +16,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Sequence, get_args
 
 import numpy as np
 
 from imbssl import UserError
-from imbssl.core.atomic import write_text
+from imbssl.core.artifacts import read_subset, write_subset
 
 
-PROFILES = ("exponential", "step", "given")
+Profile = Literal["exponential", "step", "given"]
+PROFILES = get_args(Profile)
 GIVEN = "given"  # the factor part of the subset names of subsets.profile: given
 
 
@@ -56,7 +58,7 @@ def _profile_counts(class_counts: list[int], factor: float, profile: str) -> lis
         return exponential_counts(class_counts, factor)
     if profile == "step":
         return step_counts(class_counts, factor)
-    raise UserError(f"subsets.profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    raise ValueError(f"unknown imbalance profile {profile!r}: use one of {', '.join(PROFILES)}")
 
 
 def _largest_factor(class_counts: list[int], profile: str) -> int:
@@ -203,7 +205,7 @@ def order_subsets(subsets) -> list[str]:
 def subset_class_counts(subset_csvs: Sequence[str | os.PathLike], num_classes: int = 0) -> dict[str, np.ndarray]:
     """Images per class of each subset file (at least `num_classes` entries), keyed by subset name
     (the file stem), in paper order."""
-    labels = {Path(path).stem: read_csv(path)[1] for path in subset_csvs}
+    labels = {Path(path).stem: read_subset(path)[1] for path in subset_csvs}
     num_classes = max([num_classes, *(int(y.max()) + 1 for y in labels.values() if len(y))])
     return {name: np.bincount(labels[name], minlength=num_classes) for name in order_subsets(labels)}
 
@@ -225,34 +227,22 @@ def eval_subset_name(subset: str) -> str:
     return subset
 
 
-def require_subset_order(index: np.ndarray, subset_indices: np.ndarray, file: str | os.PathLike,
-                         subset: str | os.PathLike, rule: str) -> None:
-    """`file` (features, cluster assignments, ...) must list exactly the images of `subset`, in its
-    order, since rows are matched by position; else a one-line error names the rule to rerun."""
-    if not np.array_equal(np.asarray(index), np.asarray(subset_indices)):
-        raise UserError(f"{file} does not list the images of subset {subset} in its order: rerun the {rule} rule")
+@dataclass
+class SubsetSettings:
+    """The `subsets` config section (the subsets rule's params)."""
+
+    imbalance_factors: list[float] = field(default_factory=lambda: [10.0, 100.0])  # p: the tail keeps 1/p
+    # exponential (Cui et al. 2019) | step (Buda et al. 2018) | given (an image list's train list as it is)
+    profile: Profile = "exponential"
+    seed: int = 0  # of the draw; training seeds never change the subsets
 
 
-def write_csv(path: str | os.PathLike, indices: np.ndarray, labels: np.ndarray) -> None:
-    lines = ["index,label"] + [f"{i},{labels[i]}" for i in indices]
-    write_text(path, "\n".join(lines) + "\n")
-
-
-def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (indices, labels) of a subset file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"subset file {path} does not exist: run the subsets rule first")
-    table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-    return table[:, 0], table[:, 1]
-
-
-def write_all(train_data: str | os.PathLike, imbalance_factors: list[float], seed: int, out_dir: str | os.PathLike,
-              profile: str = "exponential") -> None:
+def write_all(train_data: str | os.PathLike, out_dir: str | os.PathLike, settings: SubsetSettings) -> None:
     """The subsets rule: every subset of a train split as out_dir/{name}.csv."""
     from imbssl.data.store import load_split
 
     split = load_split(train_data)
-    subsets = build_subsets(split.labels, split.num_classes, imbalance_factors, seed, profile, split.listed)
+    subsets = build_subsets(split.labels, split.num_classes, settings.imbalance_factors, settings.seed,
+                            settings.profile, split.listed)
     for name, indices in subsets.items():
-        write_csv(Path(out_dir) / f"{name}.csv", indices, split.labels)
+        write_subset(Path(out_dir) / f"{name}.csv", indices, split.labels)

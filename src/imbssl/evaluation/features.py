@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from imbssl.core import checkpoint, distributed
+from imbssl.core import distributed
 from imbssl.data.augment import centre_crop, normalize
 from imbssl.data.device import StreamedImages, as_source, resolve_device
-from imbssl.models.backbones import backbone_from_meta
 
 
 @torch.no_grad()
@@ -53,30 +52,28 @@ def backbone_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return backbone(x.float()).float()
 
 
-def load_backbone(model_path: str | os.PathLike, device: torch.device) -> tuple[nn.Module, dict]:
-    """The backbone stored in a model.pt (any method), in eval mode, plus the file's metadata."""
-    state = checkpoint.load(model_path, map_location="cpu")
-    backbone = backbone_from_meta(state)
-    backbone.load_state_dict(state["backbone"])
-    backbone.to(device).eval()
-    if device.type == "cuda":
-        backbone.to(memory_format=torch.channels_last)
-    return backbone, state
+@dataclass
+class FeatureSettings:
+    """What the features rule takes from the config (`evaluation.batch_size_features`, `pretrain.device`)."""
+
+    batch_size_features: int = 1024  # images per forward pass (no gradients: large batches are fine)
+    device: str = "auto"
 
 
-def write_features(model: str, train_data: str, subset: str, out: str, batch_size_features: int = 1024,
-                   device: str = "auto") -> None:
+def write_features(model: str, train_data: str, subset: str, out: str, settings: FeatureSettings) -> None:
     """The features rule: backbone outputs of every image of a subset, saved once for clustering."""
+    from imbssl.core.artifacts import read_model, read_subset, write_features as write_features_file
     from imbssl.data.store import load_split
-    from imbssl.data.subsets import read_csv
+    from imbssl.models.backbones import restore_backbone
 
-    dev = distributed.setup(resolve_device(device))  # a no-op unless torchrun started this job
-    backbone, state = load_backbone(model, dev)
+    dev = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
+    model_file = read_model(model)
+    backbone = restore_backbone(model_file, dev)
     split = load_split(train_data)
-    indices, _ = read_csv(subset)
+    indices, _ = read_subset(subset)
     # One pass over the subset: streamed from the store in chunks (nothing gained by uploading it whole).
-    feats = extract_all_ranks(backbone, StreamedImages(split.images, indices, dev), state["mean"], state["std"],
-                              batch_size_features, state["image_size"])
+    feats = extract_all_ranks(backbone, StreamedImages(split.images, indices, dev), model_file.meta.mean,
+                              model_file.meta.std, settings.batch_size_features, model_file.meta.image_size)
     if distributed.is_main():
-        checkpoint.save({"features": feats.cpu(), "index": torch.from_numpy(indices)}, out)
+        write_features_file(out, feats, indices)
     distributed.barrier()

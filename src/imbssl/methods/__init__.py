@@ -1,7 +1,4 @@
 """Self-supervised methods: one short module each (heads, loss, optimizer defaults).
 
-Importing this package registers every method in `registry.METHODS`.
+`catalog.py` lists them (torch-free); `registry.get_method` imports the one that runs.
 """
-
-from imbssl.methods import msn, simclr, simsiam  # noqa: F401  (registration side effect)
-from imbssl.methods.registry import METHODS, Method, MethodConfig, build_method, get_method  # noqa: F401

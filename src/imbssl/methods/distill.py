@@ -16,16 +16,15 @@ the pretraining format, so it is evaluated exactly like any pretrained model.
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imbssl import UserError
-from imbssl.methods.registry import Method, MethodConfig, output_std
+from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
 
 
 @dataclass
@@ -37,20 +36,13 @@ class DistillConfig(MethodConfig):
     cosine) and, like SimSiam in PatrickHua/SimSiam, 10 warm-up epochs.
     """
 
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     base_lr: float = 0.03  # scaled by batch_size / 256
     weight_decay: float = 1e-5
     momentum: float = 0.9
     warmup_epochs: int = 10
     head_hidden_dim: int = 512
-    init: str = "base"  # base: the student starts as a copy of the base backbone | scratch: random
-
-    def __post_init__(self) -> None:
-        if self.init not in INITS:
-            raise UserError(f"clustering.distill.init={self.init!r}: use one of {', '.join(INITS)}")
-
-
-INITS = ("base", "scratch")
+    init: Literal["base", "scratch"] = "base"  # base: the student starts as a copy of the base backbone
 
 
 def distill_loss(pred_base: torch.Tensor, q_base: torch.Tensor, pred_expert: torch.Tensor,
@@ -159,67 +151,3 @@ def initial_student(init: str, base: nn.Module, student: nn.Module) -> nn.Module
     if init == "base":
         student.load_state_dict(base.state_dict())
     return student
-
-
-def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[Teachers, dict]:
-    """The frozen teachers on `device`, and the base's model.pt metadata (arch, width, ...)."""
-    from imbssl.evaluation.features import load_backbone
-
-    base_backbone, meta = load_backbone(base, device)
-    expert_backbones = []
-    for path in experts:
-        backbone, expert_meta = load_backbone(path, device)
-        for key in ("arch", "width", "image_size", "stem"):
-            if expert_meta.get(key) != meta.get(key):
-                raise UserError(f"expert {path} has {key}={expert_meta.get(key)} but the base {base} has "
-                                f"{meta.get(key)}: retrain the experts from the base model")
-        expert_backbones.append(backbone)
-    return Teachers(base_backbone, expert_backbones), meta
-
-
-def distill(
-    base: str,
-    experts: list[str],
-    clusters: str,
-    train_data: str,
-    test_data: str,
-    subset: str,
-    out_dir: str | os.PathLike,
-    seed: int = 0,
-    config: DistillConfig | None = None,
-    settings=None,
-    augment=None,
-    stop_after_epoch: int | None = None,
-) -> Path:
-    """Train a student from `base` and `experts` (model.pt files, expert j for cluster j of the
-    `clusters` assignments.csv) on `subset`; writes out_dir/model.pt (student backbone only)."""
-    from imbssl.core import distributed
-    from imbssl.data.augment import AugmentConfig
-    from imbssl.clustering.kmeans import read_assignments
-    from imbssl.data.device import resolve_device
-    from imbssl.models.backbones import backbone_from_meta
-    from imbssl.data.subsets import require_subset_order
-    from imbssl.training.loop import TrainSettings, fingerprint, load_training_data, run_settings, run_training
-
-    config, settings, augment = config or DistillConfig(), settings or TrainSettings(), augment or AugmentConfig()
-    device = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
-    data = load_training_data(train_data, test_data, subset, device, settings.data_on_device,
-                              settings.device_memory_fraction)
-    cluster_index, cluster_of = read_assignments(clusters)
-    require_subset_order(cluster_index, data.indices, clusters, subset, "cluster")
-    num_clusters = int(cluster_of.max()) + 1
-    if len(experts) < num_clusters:
-        raise UserError(f"{clusters} has {num_clusters} clusters but {len(experts)} experts were given: "
-                        f"pass one expert model per cluster (clustering.k)")
-    teachers, meta = load_teachers(base, experts, device)
-    if data.image_size != meta["image_size"]:
-        raise UserError(f"{train_data} has {data.image_size}px images but the base {base} was trained on "
-                        f"{meta['image_size']}px: use the train split the base was trained on")
-    torch.manual_seed(seed)  # the student's initial weights (with init: scratch) and its heads'
-    student = initial_student(config.init, teachers.base, backbone_from_meta(meta))
-    module = Distiller(student, config, teachers, torch.tensor(cluster_of)).to(device)
-    run_id = fingerprint("distill", asdict(config), run_settings(settings), asdict(augment), seed, data.indices.tolist(),
-                         cluster_of.tolist(), base, list(experts))
-    return run_training(module, data, settings, augment, out_dir, seed, run_id, stop_after_epoch,
-                        method="distill", arch=meta["arch"], width=meta["width"], stem=meta.get("stem", "auto"),
-                        teachers=[base, *experts])

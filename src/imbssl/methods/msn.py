@@ -16,25 +16,26 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imbssl import UserError
 from imbssl.core import distributed
-from imbssl.models.backbones import mlp
+from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.models.heads import MSNProjector
 from imbssl.models.vit import random_keep
-from imbssl.methods.registry import Method, MethodConfig, output_std, register
 
-PRIORS = ("uniform", "powerlaw")
-EMA_SCHEDULES = ("linear", "cosine")
-KL_DIRECTIONS = ("mean_to_prior", "prior_to_mean")
+Prior = Literal["uniform", "powerlaw"]
+EMASchedule = Literal["linear", "cosine"]
+KLDirection = Literal["mean_to_prior", "prior_to_mean"]
+PRIORS, EMA_SCHEDULES, KL_DIRECTIONS = get_args(Prior), get_args(EMASchedule), get_args(KLDirection)
 
 
 @dataclass
 class MSNConfig(MethodConfig):
-    optimizer: str = "adamw"  # facebookresearch/msn src/msn_train.py (AdamW)
+    optimizer: Optimizer = "adamw"  # facebookresearch/msn src/msn_train.py (AdamW)
     # MSN's lr is 1e-3 at its total batch of 1,024 (64 per GPU x 16 GPUs; configs/pretrain/
     # msn_vits16.yaml), absolute; scaled linearly here, 2.5e-4 x 1024/256 gives that value.
     base_lr: float = 2.5e-4
@@ -51,9 +52,9 @@ class MSNConfig(MethodConfig):
     sinkhorn_iters: int = 3  # 0 disables the balancing of the targets
     mask_ratio: float = 0.15  # share of patches dropped from the anchor (ViT only)
     ema_start: float = 0.996  # target-encoder momentum at the start, rising to 1 over the run
-    ema_schedule: str = "linear"  # linear (MSN's ramp) | cosine
+    ema_schedule: EMASchedule = "linear"  # linear (MSN's ramp) | cosine
     symmetric: bool = False  # also use view 2 as a masked anchor for view 1's target
-    prior: str = "uniform"  # uniform (MSN) | powerlaw (PMSN)
+    prior: Prior = "uniform"  # uniform (MSN) | powerlaw (PMSN)
     prior_weight: float = 1.0  # lambda
     tau: float = 0.25  # power-law exponent: p_k proportional to k^(-tau)
     # Direction of the prior KL. "mean_to_prior" = KL(p_mean || prior), as written in the PMSN
@@ -61,12 +62,12 @@ class MSNConfig(MethodConfig):
     # so MSN and PMSN differ in the prior only. "prior_to_mean" = KL(prior || p_mean), what
     # lightly's PMSNLoss computes (F.kl_div(log p_mean, prior)); it is mass-covering and grows
     # without bound as any prototype's mean probability goes to 0.
-    kl_direction: str = "mean_to_prior"
+    kl_direction: KLDirection = "mean_to_prior"
 
 
 @dataclass
 class PMSNConfig(MSNConfig):
-    prior: str = "powerlaw"
+    prior: Prior = "powerlaw"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def prior_distribution(prior: str, num_prototypes: int, tau: float, device: torc
         return torch.full((num_prototypes,), 1.0 / num_prototypes, device=device)
     if prior == "powerlaw":
         return power_law(num_prototypes, tau, device)
-    raise UserError(f"msn.prior={prior!r}: use one of {', '.join(PRIORS)}")
+    raise ValueError(f"unknown prior {prior!r}: use one of {', '.join(PRIORS)}")
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ def prior_term(mean_probs: torch.Tensor, prior: torch.Tensor, direction: str = "
         return kl_divergence(mean_probs, prior)
     if direction == "prior_to_mean":
         return kl_divergence(prior, mean_probs)
-    raise UserError(f"msn.kl_direction={direction!r}: use one of {', '.join(KL_DIRECTIONS)}")
+    raise ValueError(f"unknown KL direction {direction!r}: use one of {', '.join(KL_DIRECTIONS)}")
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -145,7 +146,7 @@ def ema_momentum(progress: float, start: float, schedule: str = "linear") -> flo
         return start + (1.0 - start) * progress
     if schedule == "cosine":
         return 1.0 - (1.0 - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
-    raise UserError(f"msn.ema_schedule={schedule!r}: use one of {', '.join(EMA_SCHEDULES)}")
+    raise ValueError(f"unknown EMA schedule {schedule!r}: use one of {', '.join(EMA_SCHEDULES)}")
 
 
 @torch.no_grad()
@@ -165,16 +166,11 @@ class MSN(Method):
     parameters that require grad) never sees it, while state_dict() keeps it for resuming.
     """
 
+    name = "msn"
+
     def __init__(self, backbone: nn.Module, config: MSNConfig):
         super().__init__(backbone, config)
-        if config.prior not in PRIORS:
-            raise UserError(f"{self.name}.prior={config.prior!r}: use one of {', '.join(PRIORS)}")
-        if config.ema_schedule not in EMA_SCHEDULES:
-            raise UserError(f"{self.name}.ema_schedule={config.ema_schedule!r}: use one of {', '.join(EMA_SCHEDULES)}")
-        if config.kl_direction not in KL_DIRECTIONS:
-            raise UserError(f"{self.name}.kl_direction={config.kl_direction!r}: use one of "
-                            f"{', '.join(KL_DIRECTIONS)}")
-        self.projector = mlp([backbone.output_dim, config.proj_hidden_dim, config.proj_hidden_dim, config.proj_dim])
+        self.projector = MSNProjector(backbone.output_dim, config.proj_hidden_dim, config.proj_dim)
         bound = config.proj_dim ** -0.5  # MSN's prototype initialisation
         self.prototypes = nn.Parameter(torch.empty(config.num_prototypes, config.proj_dim).uniform_(-bound, bound))
         self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone), "projector": copy.deepcopy(self.projector)})
@@ -253,9 +249,7 @@ class MSN(Method):
         ema_update_(self.target["projector"], self.projector, momentum)
 
 
-register("msn", MSNConfig)(MSN)
-
-
-@register("pmsn", PMSNConfig)
 class PMSN(MSN):
-    """MSN with the power-law prior by default (same class; registered under its own name)."""
+    """MSN with the power-law prior by default (the same class under its own name)."""
+
+    name = "pmsn"

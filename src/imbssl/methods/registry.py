@@ -1,25 +1,31 @@
-"""The method registry: a config name maps to a Method class and its settings dataclass.
+"""The base of every method, and the registry that finds a method's class from the catalog.
 
-A method is its heads, its loss and its optimizer settings; `train.py` runs any of them.
+A method is its heads, its loss and its optimizer settings; the training loop runs any of them.
+`get_method(name)` imports `imbssl.methods.<module>` as `catalog.py` lists it, so only the method
+that runs is imported.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from imbssl import UserError
 from imbssl.core.optim import build_optimizer
+from imbssl.methods import catalog
+
+
+Optimizer = Literal["sgd", "lars", "adamw"]  # core/optim.py builds each
 
 
 @dataclass
 class MethodConfig:
     """Optimizer settings every method has; subclasses add their heads' sizes and loss settings."""
 
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     base_lr: float = 0.03  # scaled by batch_size / 256
     weight_decay: float = 1e-5
     momentum: float = 0.9
@@ -29,7 +35,7 @@ class MethodConfig:
 class Method(nn.Module):
     """A backbone plus the heads and loss of one self-supervised method."""
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "method"  # the catalog's name (set by each method's module)
     num_views: ClassVar[int] = 2
     # The config section holding the method's settings, for messages (default: its name).
     config_section: ClassVar[str | None] = None
@@ -91,22 +97,14 @@ class Method(nn.Module):
         """Hook after each optimizer step (`progress` in [0, 1]); EMA teachers update here."""
 
 
-METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {}
-
-
-def register(name: str, config_cls: type[MethodConfig]):
-    def wrap(cls: type[Method]) -> type[Method]:
-        cls.name = name
-        METHODS[name] = (cls, config_cls)
-        return cls
-
-    return wrap
-
-
 def get_method(name: str) -> tuple[type[Method], type[MethodConfig]]:
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))} (key: methods)")
-    return METHODS[name]
+    """The Method subclass and settings dataclass of a catalogued method (an unknown name is a
+    one-line error listing the known ones)."""
+    info = catalog.method_info(name)
+    module = importlib.import_module(f"imbssl.methods.{info.module}")
+    cls, config_cls = getattr(module, info.class_name), getattr(module, info.config_class)
+    assert cls.name == name, f"catalog entry {name!r} names {info.class_name}, whose `name` is {cls.name!r}"
+    return cls, config_cls
 
 
 def build_method(name: str, backbone: nn.Module, **settings) -> Method:

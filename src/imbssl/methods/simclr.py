@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from imbssl.core import distributed
-from imbssl.models.backbones import mlp
-from imbssl.methods.registry import Method, MethodConfig, output_std, register
+from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.models.heads import SimCLRProjector
 
 
 @dataclass
 class SimCLRConfig(MethodConfig):
-    optimizer: str = "lars"
+    optimizer: Optimizer = "lars"
     base_lr: float = 0.3
     weight_decay: float = 1e-6
     momentum: float = 0.9
@@ -49,11 +49,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, targets)
 
 
-@register("simclr", SimCLRConfig)
 class SimCLR(Method):
+    name = "simclr"
+
     def __init__(self, backbone, config: SimCLRConfig):
         super().__init__(backbone, config)
-        self.projector = mlp([backbone.output_dim, config.proj_hidden_dim, config.proj_dim])
+        self.projector = SimCLRProjector(backbone.output_dim, config.proj_hidden_dim, config.proj_dim)
 
     def loss(self, views, index=None):
         x1, x2 = views

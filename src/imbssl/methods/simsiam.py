@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from imbssl.models.backbones import mlp
-from imbssl.methods.registry import Method, MethodConfig, output_std, register
+from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.models.heads import SimSiamPredictor, SimSiamProjector
 
 
 @dataclass
 class SimSiamConfig(MethodConfig):
-    optimizer: str = "sgd"  # paper, Table 1
+    optimizer: Optimizer = "sgd"  # paper, Table 1
     base_lr: float = 0.03  # paper, Table 1
     weight_decay: float = 1e-5  # paper, Table 1 (PatrickHua/SimSiam's CIFAR config: 5e-4)
     momentum: float = 0.9  # PatrickHua/SimSiam configs/simsiam_cifar.yaml
@@ -30,13 +30,14 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
 
 
-@register("simsiam", SimSiamConfig)
 class SimSiam(Method):
+    name = "simsiam"
+
     def __init__(self, backbone, config: SimSiamConfig):
         super().__init__(backbone, config)
         d = backbone.output_dim
-        self.projector = mlp([d, config.proj_dim, config.proj_dim], last_bn=True)
-        self.predictor = mlp([config.proj_dim, config.pred_hidden_dim, config.proj_dim])
+        self.projector = SimSiamProjector(d, config.proj_dim)
+        self.predictor = SimSiamPredictor(config.proj_dim, config.pred_hidden_dim)
 
     def loss(self, views, index=None):
         x1, x2 = views

@@ -1,16 +1,22 @@
-"""Backbones and heads. Plain arguments in, nn.Module out: nothing here reads files or config."""
+"""Backbones: which one a setting or a model file names, built with plain arguments.
+
+Nothing here reads files or the config: a model file is read by `core.artifacts.read_model`, and
+`restore_backbone` rebuilds its backbone from what it holds.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from imbssl import UserError
+from imbssl.core.artifacts import ModelFile
+from imbssl.models.resnet import ARCHS, build_resnet
+from imbssl.models.vit import ARCHS as VIT_ARCHS
 
-STEMS = ("auto", "cifar", "imagenet")
-IMAGENET_STEM_FROM = 64  # px: `stem: auto` picks the ImageNet stem from this size up
+Arch = Literal["resnet18", "resnet10", "resnet50", "vit_tiny", "vit_small", "vit_mini"]
+Stem = Literal["auto", "cifar", "imagenet"]
 
 
 @dataclass
@@ -18,84 +24,36 @@ class ModelConfig:
     """The backbone: `arch` (resnet18, resnet10, resnet50, a ViT), for ResNets the first-stage
     width and the stem (auto: CIFAR's below 64 px, ImageNet's from 64 px)."""
 
-    arch: str = "resnet18"
+    arch: Arch = "resnet18"
     width: int = 64
-    stem: str = "auto"
-
-
-class ResNetBackbone(ResNet):
-    """torchvision's ResNet (BasicBlock or Bottleneck stages) of any width, without its classifier,
-    with the CIFAR stem (3x3 conv, stride 1, no max-pool) or torchvision's ImageNet stem
-    (7x7 conv, stride 2, 3x3 max-pool).
-
-    `width` is the number of channels of the first stage (64 for the standard ResNets); later
-    stages double it, so the output has 8 * width * expansion features (512 for ResNet-18,
-    2048 for ResNet-50).
-    """
-
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck] = BasicBlock,
-                 layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64, stem: str = "cifar"):
-        super().__init__(block, list(layers))
-        # Rebuild the stages with the requested width through torchvision's own _make_layer.
-        self.inplanes = width
-        if stem == "cifar":
-            self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.layer1 = self._make_layer(block, width, layers[0])
-        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
-        self.fc = nn.Identity()
-        self.output_dim = width * 8 * block.expansion
-        self.stem = stem
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-
-ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet10": (BasicBlock, (1, 1, 1, 1)),
-         "resnet50": (Bottleneck, (3, 4, 6, 3))}
-
-
-def resolve_stem(stem: str, image_size: int) -> str:
-    """`auto`: the CIFAR stem below 64 px (a stride-4 stem would leave a 32-px image 8x8 after
-    the stem), torchvision's ImageNet stem from 64 px up."""
-    if stem not in STEMS:
-        raise UserError(f"model.stem={stem!r}: use one of {', '.join(STEMS)}")
-    if stem != "auto":
-        return stem
-    return "imagenet" if image_size >= IMAGENET_STEM_FROM else "cifar"
+    stem: Stem = "auto"
 
 
 def build_backbone(arch: str = "resnet18", width: int = 64, image_size: int = 32, stem: str = "auto") -> nn.Module:
-    """A backbone with an `output_dim` attribute: ResNets (CIFAR or ImageNet stem), or a ViT (see vit.py)."""
+    """A backbone with an `output_dim` attribute: ResNets (CIFAR or ImageNet stem), or a ViT (vit.py)."""
     if arch in ARCHS:
-        block, layers = ARCHS[arch]
-        return ResNetBackbone(block, layers, width, resolve_stem(stem, image_size))
-    if arch.startswith("vit"):
-        from imbssl.models.vit import build_vit
+        return build_resnet(arch, width, image_size, stem)
+    assert arch in VIT_ARCHS, f"model.arch={arch!r}"  # the schema and argparse choices allow only these
+    from imbssl.models.vit import build_vit
 
-        return build_vit(arch, image_size=image_size)
-    raise UserError(f"model.arch={arch!r}: choose one of {', '.join(sorted(ARCHS))}, vit_tiny, vit_small, vit_mini")
+    return build_vit(arch, image_size=image_size)
 
 
-def backbone_from_meta(meta: dict) -> nn.Module:
-    """The backbone a model.pt describes (arch, width, image_size, stem; files written before
-    `stem` existed resolve it as `auto`, which gives the CIFAR stem they were trained with)."""
-    return build_backbone(meta["arch"], meta["width"], meta["image_size"], meta.get("stem", "auto"))
+def backbone_from_meta(meta) -> nn.Module:
+    """The (untrained) backbone a model file describes: a `ModelMeta` or a dict with arch, width,
+    image_size and stem (files written before `stem` existed resolve it as `auto`, which gives the
+    CIFAR stem they were trained with)."""
+    get = meta.get if isinstance(meta, dict) else lambda key, default=None: getattr(meta, key, default)
+    return build_backbone(get("arch"), get("width"), get("image_size"), get("stem", "auto") or "auto")
 
 
-def mlp(dims: list[int], last_bn: bool = False) -> nn.Sequential:
-    """Linear-BN-ReLU blocks between the given widths; the last layer is linear (optionally BN'd)."""
-    layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
-        last = i == len(dims) - 2
-        layers.append(nn.Linear(d_in, d_out, bias=last and not last_bn))
-        if not last:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
-        elif last_bn:
-            layers.append(nn.BatchNorm1d(d_out))
-    return nn.Sequential(*layers)
+def restore_backbone(model: ModelFile, device) -> nn.Module:
+    """The trained backbone of a model file, on `device`, in eval mode (channels_last on CUDA)."""
+    import torch
+
+    backbone = backbone_from_meta(model.meta)
+    backbone.load_state_dict(model.backbone)
+    backbone.to(device).eval()
+    if torch.device(device).type == "cuda":
+        backbone.to(memory_format=torch.channels_last)
+    return backbone

@@ -253,10 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}")
     add_lease_arguments(parser)
     args = parser.parse_args(options)
+    return run_or_report(PROG, lambda: lease_and_exec(command, args.gpus, args.slots, args.slots_per_device))
+
+
+def run_or_report(prog: str, action) -> int:
+    """Run `action` (which execs the job and does not return) and turn a UserError into one line
+    and exit status 2: the command-line ending of this module and of launch.py."""
     try:
-        lease_and_exec(command, args.gpus, args.slots, args.slots_per_device)
+        action()
     except UserError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     return 0  # not reached: exec replaced this process
 

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Mapping
 
 from imbssl import UserError
-from imbssl.orchestration.gpu_lease import add_lease_arguments, exec_command, lease, split_command
+from imbssl.orchestration.gpu_lease import add_lease_arguments, exec_command, lease, run_or_report, split_command
 
 PROG = "imbssl.orchestration.launch"
 
@@ -85,7 +85,7 @@ def job_command(command: list[str], gpus: int, nodes: int, env: Mapping[str, str
     multinode = nodes > 1 or rendezvous == "c10d"
     if multinode and "SLURM_JOB_ID" not in env:
         raise UserError(f"pretrain.nodes={nodes}: a job on several nodes runs under SLURM only "
-                        f"(snakemake --profile profiles/slurm); on one machine set nodes: 1")
+                        "(snakemake --profile profiles/slurm); on one machine set nodes: 1")
     if multinode:
         argv = multinode_command(command, gpus, nodes, first_node(env), rendezvous_port(env), env["SLURM_JOB_ID"])
         return argv, step_environment(env)
@@ -97,7 +97,7 @@ def job_command(command: list[str], gpus: int, nodes: int, env: Mapping[str, str
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     options, command = split_command(argv)
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", usage=f"%(prog)s [options] -- COMMAND [ARGS...]",
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", usage="%(prog)s [options] -- COMMAND [ARGS...]",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_lease_arguments(parser)
     parser.add_argument("--nodes", type=int, default=1, help="nodes of a SLURM job (default 1)")
@@ -106,18 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(options)
     if not command:
         parser.error("no command after '--'")
-    try:
-        argv, env = job_command(command, args.gpus, args.nodes, os.environ, args.rendezvous)
-        if args.nodes == 1:  # a multi-node job runs under SLURM, which assigned its GPUs
-            lease(os.environ, args.gpus, args.slots, args.slots_per_device)
-        if env is not None:
-            os.environ.clear()
-            os.environ.update(env)
-        exec_command(argv)
-    except UserError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    return 0  # not reached: exec replaced this process
+    return run_or_report(PROG, lambda: launch(command, args.gpus, args.nodes, args.slots, args.slots_per_device,
+                                              args.rendezvous))
+
+
+def launch(command: list[str], gpus: int, nodes: int, slots: int | None, slots_per_device: int,
+           rendezvous: str) -> None:
+    """Lease the job's GPUs (one node: SLURM assigns a multi-node job's) and exec its command line."""
+    argv, env = job_command(command, gpus, nodes, os.environ, rendezvous)
+    if nodes == 1:
+        lease(os.environ, gpus, slots, slots_per_device)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    exec_command(argv)
 
 
 if __name__ == "__main__":

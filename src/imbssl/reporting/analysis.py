@@ -24,27 +24,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import numpy as np
 
 from imbssl import UserError
 
 GROUPS = ("head", "medium", "tail")
-GROUPINGS = ("thirds", "thresholds")
+Grouping = Literal["thirds", "thresholds"]
+GROUPINGS = get_args(Grouping)
 
 
 @dataclass
 class AnalysisSettings:
-    groups: str = "thirds"  # thirds | thresholds
+    groups: Grouping = "thirds"  # thirds of the classes by training images, or thresholds
     head_above: int = 100  # thresholds: head = more images than this (ImageNet-LT many-shot, > 100)
     tail_below: int = 20  # thresholds: tail = fewer images than this (ImageNet-LT few-shot, < 20)
 
 
 def settings_error(settings: AnalysisSettings) -> str | None:
     """Why the settings can never give three groups, in one line, or None."""
-    if settings.groups not in GROUPINGS:
-        return f"analysis.groups: {settings.groups!r} is not one of {', '.join(GROUPINGS)}"
     if settings.groups == "thresholds" and settings.tail_below > settings.head_above:
         return (f"analysis.tail_below ({settings.tail_below}) is above analysis.head_above ({settings.head_above}): a "
                 f"class could be head and tail at once; set tail_below <= head_above")

@@ -13,10 +13,8 @@ files (a balanced-pX subset takes its imbalanced-pX twin's, subsets.grouping_sub
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +22,7 @@ import pandas as pd
 
 from imbssl import UserError
 from imbssl.reporting.analysis import (GROUPS, AnalysisSettings, class_groups, empty_groups_error, is_uniform, run_metrics)
+from imbssl.core.artifacts import read_result
 from imbssl.core.atomic import write_text
 from imbssl.data.subsets import grouping_subset, order_subsets, subset_class_counts
 from imbssl.reporting.tables import std_over_seeds, write_csv
@@ -33,18 +32,6 @@ PER_CLASS_COLUMNS = ["subset", "method", "seed", "class", "class_name", "train_i
                      "accuracy", "knn_accuracy"]
 METRICS = ["top1", *GROUPS, "balancedness", "worst"]
 GROUP_COLUMNS = ["subset", "n", "method", "probe", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "seeds"]
-
-
-def _read_result(path: str | os.PathLike) -> dict:
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read result file {path}: {err}; rerun its evaluate job") from err
-    missing = [key for key in ("subset", "method", "seed", "n", "top1", "knn_top1", "per_class", "knn_per_class",
-                               "test_class_counts") if key not in record]
-    if missing:
-        raise UserError(f"result file {path} lacks {missing} (written by an older imbssl); rerun its evaluate job")
-    return record
 
 
 class Grouping:
@@ -95,20 +82,20 @@ class Grouping:
 def per_class_frame(result_jsons: Sequence[str | os.PathLike], subset_csvs: Sequence[str | os.PathLike],
                     settings: AnalysisSettings | None = None) -> tuple[pd.DataFrame, Grouping]:
     """The long per-class table of every run, and the grouping it used."""
-    records = [_read_result(path) for path in result_jsons]
-    num_classes = max((len(r["per_class"]) for r in records), default=0)
+    records = [read_result(path) for path in result_jsons]
+    num_classes = max((len(r.per_class) for r in records), default=0)
     grouping = Grouping(subset_csvs, num_classes, settings or AnalysisSettings())
     rows = []
     for record in records:
-        subset = record["subset"]
+        subset = record.subset
         train_images = grouping.train_images(subset)
         groups = grouping.groups(subset)
-        names = record.get("classes") or [str(c) for c in range(len(record["per_class"]))]
-        for c, (linear, knn) in enumerate(zip(record["per_class"], record["knn_per_class"])):
-            rows.append({"subset": subset, "method": record["method"], "seed": int(record["seed"]), "class": c,
+        names = record.classes or [str(c) for c in range(len(record.per_class))]
+        for c, (linear, knn) in enumerate(zip(record.per_class, record.knn_per_class)):
+            rows.append({"subset": subset, "method": record.method, "seed": int(record.seed), "class": c,
                          "class_name": names[c], "train_images": int(train_images[c]),
                          "group": "n/a" if groups is None else groups[c],
-                         "test_images": int(record["test_class_counts"][c]),
+                         "test_images": int(record.test_class_counts[c]),
                          "accuracy": math.nan if linear is None else float(linear),
                          "knn_accuracy": math.nan if knn is None else float(knn)})
     frame = pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)

@@ -11,23 +11,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from imbssl import UserError
-from imbssl.reporting.analysis import paired_difference
-from imbssl.core.atomic import atomic_path, write_text
+from imbssl.core.artifacts import atomic_csv, optimizer_steps, read_cluster_summary, read_result
+from imbssl.core.atomic import write_text
 from imbssl.data.subsets import order_subsets, subset_order_key
-
-# Display names of method config names (and of Experiment II's students), as in the paper's tables.
-METHOD_LABELS = {"simsiam": "SimSiam", "simclr": "SimCLR", "msn": "MSN", "pmsn": "PMSN",
-                 "simsiam-c-d": "SimSiam+C+D", "simsiam-d": "SimSiam+D"}
+from imbssl.reporting.analysis import paired_difference
 
 TABLE_COLUMNS = ["subset", "n", "method", "top1_mean", "top1_std", "knn_top1_mean", "knn_top1_std", "seeds"]
 DIFFERENCE_COLUMNS = ["subset_a", "method_a", "subset_b", "method_b", "pairs", "mean", "ci_low", "ci_high", "seeds"]
@@ -39,27 +34,16 @@ UNDERTRAINED_HINT = ("Experts with that few steps are barely trained: a cluster 
                      "larger than a batch) a smaller pretrain.batch_size give them more steps.")
 
 
-def method_label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
-
-
 def std_over_seeds(values: np.ndarray) -> float:
     """Sample standard deviation (ddof=1) over seeds; 0.0 for a single seed (no spread measured)."""
     return float(np.std(values, ddof=1)) if len(values) >= 2 else 0.0
 
 
 def load_results(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    rows = []
-    for path in paths:
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UserError(f"cannot read result file {path}: {err}; rerun its evaluate job") from err
-        missing = [key for key in ("subset", "method", "seed", "n", "top1") if key not in record]
-        if missing:
-            raise UserError(f"result file {path} lacks {missing}; rerun its evaluate job")
-        rows.append({key: record.get(key) for key in ("subset", "method", "seed", "n", "top1", "knn_top1")})
-    return pd.DataFrame(rows, columns=["subset", "method", "seed", "n", "top1", "knn_top1"])
+    """The columns of the result files that Tables 2-4 summarise, one row per run."""
+    columns = ["subset", "method", "seed", "n", "top1", "knn_top1"]
+    rows = [{key: getattr(read_result(path), key) for key in columns} for path in paths]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -177,26 +161,7 @@ def write_table(result_jsons, methods, out_csv, out_md, title: str = "",
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike, na_rep: str = "") -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f", na_rep=na_rep)
-
-
-def read_summary(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read cluster summary {path}: {err}; rerun the cluster rule") from err
-
-
-def expert_steps(metrics_csv: str | os.PathLike) -> int:
-    """Optimizer steps an expert took: the `steps` column of the last row of its metrics.csv."""
-    try:
-        frame = pd.read_csv(metrics_csv)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"cannot read expert metrics {metrics_csv}: {err}; rerun its expert job") from err
-    if "steps" not in frame.columns or frame.empty:
-        raise UserError(f"expert metrics {metrics_csv} have no `steps` column: rerun its expert job")
-    return int(frame["steps"].iloc[-1])
+    atomic_csv(frame, path, float_format="%.4f", na_rep=na_rep)
 
 
 def cluster_table(summary_files: Sequence[str | os.PathLike],
@@ -208,11 +173,7 @@ def cluster_table(summary_files: Sequence[str | os.PathLike],
     `expert_metrics`: the experts' metrics.csv files, partition by partition in the order of
     `summary_files`, clusters 0..k-1 within each (none: no step counts).
     """
-    summaries = [read_summary(path) for path in summary_files]
-    for path, summary in zip(summary_files, summaries):
-        missing = [key for key in ("k", "sizes", "nmi", "ari", "backend") if key not in summary]
-        if missing:
-            raise UserError(f"cluster summary {path} lacks {missing}; rerun the cluster rule")
+    summaries = [read_cluster_summary(path) for path in summary_files]
     metrics = list(expert_metrics)
     needed = sum(int(summary["k"]) for summary in summaries)
     if metrics and len(metrics) != needed:
@@ -223,7 +184,7 @@ def cluster_table(summary_files: Sequence[str | os.PathLike],
         row = {key: summary.get(key) for key in CLUSTER_TABLE_COLUMNS}
         row["sizes"] = " / ".join(str(s) for s in summary["sizes"])
         if metrics:
-            steps = [expert_steps(p) for p in metrics[position:position + int(summary["k"])]]
+            steps = [optimizer_steps(p) for p in metrics[position:position + int(summary["k"])]]
             position += int(summary["k"])
             row["expert_steps"] = " / ".join(map(str, steps))
             for j, (count, size) in enumerate(zip(steps, summary["sizes"])):

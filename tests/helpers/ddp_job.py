@@ -25,7 +25,7 @@ from imbssl.data.augment import AugmentConfig, BatchAugment
 from imbssl.data.device import to_device_images
 from imbssl.methods.distill import Distiller, DistillConfig, Teachers
 from imbssl.evaluation.features import extract, extract_all_ranks
-from imbssl.methods import build_method
+from imbssl.methods.registry import build_method
 from imbssl.models.backbones import build_backbone
 from imbssl.training.loop import TrainSettings, train_loop
 

@@ -1,0 +1,55 @@
+"""How every figure looks and is written: `PlotSettings` (the `plots` config section) applied
+through matplotlib's context managers (no global rcParams change), and one atomic writer.
+matplotlib is imported inside the functions (Agg backend), so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from imbssl.core.atomic import atomic_path
+
+
+@dataclass
+class PlotSettings:
+    """Figure style. Output formats are chosen by the output paths' suffixes (.png, .pdf, .svg)."""
+
+    dpi: int = 200
+    width: float = 6.0  # inches
+    height: float = 3.5  # inches
+    font_size: float = 9.0
+    style: str = "default"  # a name from matplotlib.style.available
+    log_y: bool = False  # logarithmic image-count axis in Figure 1
+
+
+@contextmanager
+def plot_style(settings: PlotSettings):
+    """pyplot inside the settings' style and font size (Agg backend, nothing global changed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.style.context(settings.style), plt.rc_context({"font.size": settings.font_size}):
+        yield plt
+
+
+def save_figure(fig, outs: Sequence[str | os.PathLike], dpi: int) -> None:
+    """Write `fig` atomically to every path in `outs` (format from each suffix), then close it."""
+    import matplotlib.pyplot as plt
+
+    for out in outs:
+        with atomic_path(out) as tmp:
+            # The temporary name has no image suffix: name the format explicitly.
+            fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+
+
+def class_ticks(ax, names: Sequence[str]) -> None:
+    """Class names on the x axis, slanted when they are words (e.g. CIFAR-10's "automobile")."""
+    long_names = max(map(len, names), default=0) > 3
+    ax.set_xticks(range(len(names)), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
