@@ -13,8 +13,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from imbssl import UserError
-from imbssl.data.augment import (AugmentConfig, BatchAugment, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
-                                 gaussian_blur, grayscale, normalize, solarize, torchvision_pipeline)
+from imbssl.data.augment import (AugmentConfig, BatchAugment, adjust_brightness, adjust_contrast, adjust_hue,
+                                 adjust_saturation, gaussian_blur, grayscale, normalize, solarize, torchvision_pipeline)
 from imbssl.methods.registry import Method, MethodConfig
 
 torch.set_num_threads(1)
@@ -284,6 +284,9 @@ def test_each_jitter_op_changes_colours_like_torchvision(op):
 # ------------------------------------------------------- Gaussian blur and solarization (BYOL)
 
 BYOL_VIEWS = dict(blur_p=[1.0, 0.1], solarize_p=[0.0, 0.2])  # BYOL's two views
+# No crop, flip or colour: the whole image, so that the blur or solarization alone is seen.
+WHOLE_IMAGE = dict(crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip_p=0.0, jitter_p=0.0,
+                   grayscale_p=0.0)
 
 
 def noise_images(n, seed, size=SIZE):
@@ -346,7 +349,7 @@ def test_solarize_matches_torchvision_exactly_including_the_threshold():
 
 
 def blur_and_solarize_rates(config, view, n=1000, seed=24):
-    """(blurred, solarized) fractions of one view of noise images, read off the outputs.
+    """(blurred, solarized, both) fractions of one view of noise images, read off the outputs.
 
     Blur and solarization draw after every other choice, so the same generator state gives the
     same crop and colours without them (`base`). Solarizing at 0.5 leaves no pixel above 0.5.
@@ -358,7 +361,8 @@ def blur_and_solarize_rates(config, view, n=1000, seed=24):
     unblurred = ((out == base) | (out == solarize(base, 0.5))).flatten(1).all(1)
     solarized = out.amax(dim=(1, 2, 3)) <= 0.5
     assert (base.amax(dim=(1, 2, 3)) > 0.5).all()
-    return (~unblurred).float().mean().item(), solarized.float().mean().item()
+    rate = lambda chosen: chosen.float().mean().item()
+    return rate(~unblurred), rate(solarized), rate(~unblurred & solarized)
 
 
 def rate_matches(rate, p, n=1000):
@@ -369,8 +373,9 @@ def test_blur_and_solarize_probabilities_are_per_view():
     # sigma >= 1: every blur shows in the pixels; no jitter: no view so dark that it has no pixel >= 0.5.
     config = AugmentConfig(**BYOL_VIEWS, blur_sigma_min=1.0, jitter_p=0.0)
     rates = {view: blur_and_solarize_rates(config, view) for view in (0, 1, 2, 3)}
-    assert rates[0] == (1.0, 0.0)
+    assert rates[0] == (1.0, 0.0, 0.0)
     assert rate_matches(rates[1][0], 0.1) and rate_matches(rates[1][1], 0.2)
+    assert rate_matches(rates[1][2], 0.1 * 0.2)  # independent decisions, as RandomApply's and RandomSolarize's
     assert rates[2] == rates[0] and rates[3] == rates[1]  # view v uses p[v % 2]
     # The same check rejects a wrong probability (0.5 instead of 0.1 for the second view's blur).
     wrong = blur_and_solarize_rates(AugmentConfig(**{**config.__dict__, "blur_p": [1.0, 0.5]}), 1)
@@ -404,14 +409,15 @@ def test_blur_strength_matches_torchvision_gaussian_blur():
     # Whole image (no crop, no colour), always blurred: per-image mean |change| as torchvision's.
     n = 600
     images = colourful_images(n, seed=26)
-    plain = dict(crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
-    ours = blur_change(images / 255, identity_aug(AugmentConfig(**plain, blur_p=[1.0]))(images, torch.Generator().manual_seed(27)))
+    ours = identity_aug(AugmentConfig(**WHOLE_IMAGE, blur_p=[1.0]))(images, torch.Generator().manual_seed(27))
+    ours = blur_change(images / 255, ours)
     torch.manual_seed(27)
     blur = v2.GaussianBlur(3, sigma=(0.1, 2.0))  # torchvision's recipe at 32 px
     theirs = blur_change(images / 255, torch.stack([blur(im / 255) for im in images]))
     assert ks_2samp(ours, theirs).pvalue > KS_ALPHA
     # The same test sees a wrong kernel size (5 px instead of 3).
-    wrong = identity_aug(AugmentConfig(**plain, blur_p=[1.0], blur_kernel=5))(images, torch.Generator().manual_seed(27))
+    wrong = identity_aug(AugmentConfig(**WHOLE_IMAGE, blur_p=[1.0], blur_kernel=5))(
+        images, torch.Generator().manual_seed(27))
     assert ks_2samp(blur_change(images / 255, wrong), theirs).pvalue < KS_ALPHA
 
 
@@ -455,13 +461,14 @@ def test_default_views_equal_views_with_blur_and_solarize_off_and_share_crops_wh
         out = BatchAugment(config, [0.5] * 3, [0.25] * 3, SIZE)(images, torch.Generator().manual_seed(31), view=view)
         assert torch.equal(out, default)
     # With blur on, the other choices are still the default's (its draws come after theirs).
-    on = identity_aug(AugmentConfig(**BYOL_VIEWS)).sample_params(16, SIZE, SIZE, torch.Generator().manual_seed(31), view=1)
-    off = identity_aug().sample_params(16, SIZE, SIZE, torch.Generator().manual_seed(31), view=1)
+    draw = lambda config: identity_aug(config).sample_params(16, SIZE, SIZE, torch.Generator().manual_seed(31), view=1)
+    on, off = draw(AugmentConfig(**BYOL_VIEWS)), draw(AugmentConfig())
     assert on.blur is not None and on.solarize is not None and off.blur is None and off.solarize is None
     for name in ("boxes", "flip", "jitter", "factors", "gray"):
         assert torch.equal(getattr(on, name), getattr(off, name)), name
     assert on.order == off.order
-    blurred = BatchAugment(AugmentConfig(**BYOL_VIEWS), [0.5] * 3, [0.25] * 3, SIZE)(images, torch.Generator().manual_seed(31))
+    byol = BatchAugment(AugmentConfig(**BYOL_VIEWS), [0.5] * 3, [0.25] * 3, SIZE)
+    blurred = byol(images, torch.Generator().manual_seed(31))
     assert not torch.equal(blurred, default)  # the view-0 blur really applies
 
 
@@ -498,9 +505,8 @@ def test_torchvision_pipeline_blurs_and_solarizes_with_view_0_probabilities():
     assert blur.p == 0.7 and blur.transforms[0].kernel_size == (23, 23) and blur.transforms[0].sigma == [0.1, 2.0]
     assert solar.p == 0.3 and solar.threshold == 127.5
     # Always solarizing a constant 200 (>= 128) gives 55, everything else off.
-    plain = dict(crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
     image = torch.full((3, SIZE, SIZE), 200, dtype=torch.uint8)
-    out = torchvision_pipeline(AugmentConfig(**plain, solarize_p=[1.0]), [0.0] * 3, [1.0] * 3, SIZE)(image)
+    out = torchvision_pipeline(AugmentConfig(**WHOLE_IMAGE, solarize_p=[1.0]), [0.0] * 3, [1.0] * 3, SIZE)(image)
     torch.testing.assert_close(out, torch.full_like(out, 55 / 255))
 
 
@@ -525,8 +531,7 @@ def test_train_step_gives_each_view_its_own_probabilities():
     from imbssl.training.loop import train_step
 
     module = _ViewRecorder()
-    plain = dict(crop_min_scale=1.0, crop_min_ratio=1.0, crop_max_ratio=1.0, flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
-    aug = identity_aug(AugmentConfig(**plain, solarize_p=[0.0, 1.0]), size=4)
+    aug = identity_aug(AugmentConfig(**WHOLE_IMAGE, solarize_p=[0.0, 1.0]), size=4)
     images = torch.full((8, 3, 4, 4), 200, dtype=torch.uint8)
     train_step(module, module.make_optimizer(8), images, torch.arange(8), aug, torch.Generator().manual_seed(0),
                torch.Generator().manual_seed(0), amp=False, channels_last=False)

@@ -39,7 +39,8 @@ SECTIONS = {
 # job runs (GPUs, nodes, GPU slots) is its launcher's business, not the training loop's.
 NOT_FIELDS = {"msn": {"model"}, "pmsn": {"model"}, "pretrain": {"gpus", "nodes", "gpu_slots"}}
 NOT_KEYS = {"msn": {"prior"}, "pmsn": {"prior"}}
-JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", list[float]: "array"}
+JSON_ITEM_TYPES = {list[float]: "number"}  # the items of an array field
 
 
 def dataclass_of(section: str) -> type:
@@ -85,7 +86,10 @@ def test_schema_types_and_defaults_match_the_dataclass(section):
             continue
         prop = resolved(props[field.name])
         assert prop["type"] == JSON_TYPES[hints[field.name]], f"{section}.{field.name}"
-        assert prop["default"] == pytest.approx(field.default), f"{section}.{field.name}"
+        if prop["type"] == "array":
+            assert resolved(prop["items"])["type"] == JSON_ITEM_TYPES[hints[field.name]], f"{section}.{field.name}"
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        assert prop["default"] == pytest.approx(default), f"{section}.{field.name}"
 
 
 def test_clustering_kmeans_keys_are_the_kmeans_settings():
