@@ -1,7 +1,8 @@
 """Batched augmentations vs torchvision.transforms.v2 applied per image.
 
-Exact checks (same parameters -> same pixels) for crop/resize/flip and each colour op, and
-statistical checks (fixed seeds, tolerances of about 4 standard errors) for the random choices.
+Exact checks (same parameters -> same pixels) for crop/resize/flip, each colour op, the Gaussian
+blur and solarization, and statistical checks (fixed seeds, tolerances of about 4 standard errors)
+for the random choices, per view where the probabilities are per view.
 """
 
 import math

@@ -1,4 +1,4 @@
-"""SSL augmentations (SwAV/SimSiam CIFAR recipe, BYOL/SimCLR blur and solarization) as batched tensor operations.
+"""SSL augmentations (SwAV/SimSiam CIFAR recipe; BYOL/SimCLR blur, solarization) as batched tensor ops.
 
 The whole uint8 training subset sits on the training device; each step draws a batch of indices
 and `BatchAugment` turns it into normalised float views with a handful of kernels, no per-image
