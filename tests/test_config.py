@@ -105,6 +105,9 @@ def test_schema_types_and_defaults_match_the_dataclass(section):
         prop = resolved(props[field.name])
         types = {prop["type"]} if isinstance(prop["type"], str) else set(prop["type"])
         assert types == json_type(hints[field.name]), f"{section}.{field.name}"
+        if "array" in types:  # the items' type too
+            item = typing.get_args(_without_none(hints[field.name])[0])[0]
+            assert resolved(prop["items"])["type"] == JSON_TYPES[item], f"{section}.{field.name}"
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         assert prop["default"] == pytest.approx(default), f"{section}.{field.name}"
 

@@ -191,7 +191,7 @@ def plan_error(config: dict) -> str | None:
             return (f"config error: {' + '.join(BUDGET_KEYS)} = {' + '.join(map(str, epochs))} = {sum(epochs)} "
                     f"but pretrain.epochs = {config['pretrain']['epochs']}: make them equal (the baselines' "
                     f"budget) or set clustering.allow_budget_mismatch: true ({FIX})")
-    launch = launch_error(config)
+    launch = launch_error(config) or augment_error(config["augment"])
     if launch is not None:
         return launch
     warmup = warmup_error(config)
@@ -330,6 +330,25 @@ def launch_error(config: dict) -> str | None:
         if slots != "all" and slots > per_device:
             return (f"config error: {key} = {slots} but a GPU has gpu_slots_per_device = {per_device} slots: "
                     f"use at most {per_device}, or all ({FIX})")
+    return None
+
+
+def augment_error(augment: dict, where: str = "augment") -> str | None:
+    """What the schema cannot say about an augmentation section (it checks each value's range):
+    the relations between its values."""
+    relations = [
+        (0 < augment["crop_min_scale"] <= augment["crop_max_scale"], "crop_min_scale",
+         f"need 0 < crop_min_scale <= crop_max_scale, got {augment['crop_min_scale']} and {augment['crop_max_scale']}"),
+        (augment["crop_min_ratio"] <= augment["crop_max_ratio"], "crop_min_ratio",
+         f"need crop_min_ratio <= crop_max_ratio, got {augment['crop_min_ratio']} and {augment['crop_max_ratio']}"),
+        (augment["blur_sigma_min"] <= augment["blur_sigma_max"], "blur_sigma_min",
+         f"need blur_sigma_min <= blur_sigma_max, got {augment['blur_sigma_min']} and {augment['blur_sigma_max']}"),
+        (augment["blur_kernel"] % 2 == 1 or augment["blur_kernel"] == 0, "blur_kernel",
+         f"{augment['blur_kernel']} is even: give an odd number of pixels, or 0 (image_size // 20 * 2 + 1)"),
+    ]
+    for holds, key, message in relations:
+        if not holds:
+            return f"config error: {where}.{key}: {message} ({FIX})"
     return None
 
 

@@ -1,4 +1,4 @@
-"""SSL augmentations (SwAV/SimSiam CIFAR recipe) as batched tensor operations.
+"""SSL augmentations (SwAV/SimSiam CIFAR recipe; BYOL/SimCLR blur, solarization) as batched tensor ops.
 
 The whole uint8 training subset sits on the training device; each step draws a batch of indices
 and `BatchAugment` turns it into normalised float views with a handful of kernels, no per-image
@@ -7,7 +7,12 @@ Python or PIL work. The same code runs on CPU and GPU.
 Pipeline, as torchvision.transforms.v2 would apply it per image:
 RandomResizedCrop(size, scale, ratio) -> RandomHorizontalFlip(flip_p)
 -> RandomApply(ColorJitter(brightness, contrast, saturation, hue), jitter_p)
--> RandomGrayscale(grayscale_p) -> Normalize(mean, std).
+-> RandomGrayscale(grayscale_p) -> RandomApply(GaussianBlur(blur kernel, (blur_sigma_min, blur_sigma_max)),
+blur_p[view]) -> RandomSolarize(solarize_threshold, solarize_p[view]) -> Normalize(mean, std).
+
+Blur and solarization probabilities are per view (BYOL: blur 1.0 / 0.1, solarize 0.0 / 0.2 for its
+two views): view v uses p[v % len(p)]. Both are off by default, and off they draw no random numbers,
+so the default views are bit-identical to those of the code before they existed.
 
 Deviations from torchvision, all deliberate:
 - The four colour-jitter ops run in one random order per *batch* (torchvision draws one order per
@@ -19,6 +24,9 @@ Deviations from torchvision, all deliberate:
   restricted to the crop (so borders clamp to the crop's edge pixels as in crop-then-resize), and
   the horizontal flip folded into Wx. torchvision.ops.roi_align would sample outside the crop at
   its borders and does not antialias like torchvision's resize, hence the matrices.
+- The Gaussian blur is applied separably (a row pass, then a column pass, each with reflect
+  padding); torchvision convolves with the outer-product 2-D kernel. Same result up to float
+  rounding, k instead of k^2 multiply-adds per pixel.
 - Crop sampling is torchvision's rejection scheme, vectorised: all 10 attempts are drawn for every
   image at once and the first accepted one is used (the center-crop fallback when none is), which
   gives the same distribution as torchvision's sequential loop.
@@ -30,7 +38,7 @@ the same views (checkpoint-resume equivalence). CPU and CUDA generators give dif
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -58,24 +66,27 @@ class AugmentConfig:
     saturation: float = 0.4
     hue: float = 0.1
     grayscale_p: float = 0.2
+    # Per view, view v uses blur_p[v % len(blur_p)]; [0.0] = off (the SimSiam CIFAR recipe has no blur).
+    blur_p: list[float] = field(default_factory=lambda: [0.0])
+    blur_kernel: int = 0  # odd kernel size in px; 0 = image_size // 20 * 2 + 1 (PatrickHua/SimSiam's rule)
+    blur_sigma_min: float = 0.1  # torchvision's GaussianBlur sigma=(0.1, 2.0), SimCLR's and BYOL's range
+    blur_sigma_max: float = 2.0
+    solarize_p: list[float] = field(default_factory=lambda: [0.0])  # per view, as blur_p; [0.0] = off
+    solarize_threshold: float = 0.5  # on [0, 1]: torchvision's RandomSolarize(128) on uint8, BYOL's 0.5
 
     def __post_init__(self) -> None:
-        if not 0 < self.crop_min_scale <= self.crop_max_scale:
-            raise UserError(
-                f"augment: need 0 < crop_min_scale <= crop_max_scale, got {self.crop_min_scale} and {self.crop_max_scale}"
-            )
-        if not 0 < self.crop_min_ratio <= self.crop_max_ratio:
-            raise UserError(
-                f"augment: need 0 < crop_min_ratio <= crop_max_ratio, got {self.crop_min_ratio} and {self.crop_max_ratio}"
-            )
-        for name in ("flip_p", "jitter_p", "grayscale_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise UserError(f"augment: {name} is a probability, set it between 0 and 1 (got {getattr(self, name)})")
-        for name in ("brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0:
-                raise UserError(f"augment: {name} must be >= 0 (got {getattr(self, name)})")
-        if not 0 <= self.hue <= 0.5:
-            raise UserError(f"augment: hue must be between 0 and 0.5 (got {self.hue})")
+        # The config check (config_check.augment_error and the schema) has checked every value.
+        # Lists of probabilities become floats: [1] and [1.0] are one setting (one run fingerprint).
+        self.blur_p = [float(p) for p in self.blur_p]
+        self.solarize_p = [float(p) for p in self.solarize_p]
+
+    def view_probabilities(self, view: int) -> tuple[float, float]:
+        """(blur probability, solarization probability) of view `view` (0 = the first view)."""
+        return self.blur_p[view % len(self.blur_p)], self.solarize_p[view % len(self.solarize_p)]
+
+    def blur_kernel_size(self, image_size: int) -> int:
+        """The blur's kernel size at this output size: ~10% of the image, odd (3 px at 32, 23 at 224)."""
+        return self.blur_kernel or image_size // 20 * 2 + 1
 
 
 def torchvision_pipeline(config: AugmentConfig, mean, std, image_size: int):
@@ -85,12 +96,21 @@ def torchvision_pipeline(config: AugmentConfig, mean, std, image_size: int):
     from torchvision.transforms import v2
 
     c = config
+    blur_p, solarize_p = c.view_probabilities(0)
+    # Blur and solarization join only when on, so that the default pipeline (and the global RNG
+    # draws it makes) stays the one the benchmark measured before they existed.
+    blur = [v2.RandomApply([v2.GaussianBlur(c.blur_kernel_size(image_size), (c.blur_sigma_min, c.blur_sigma_max))],
+                           p=blur_p)] if blur_p > 0 else []
+    # On uint8, threshold * 255 solarizes exactly the pixels whose x / 255 >= threshold.
+    solarize = [v2.RandomSolarize(c.solarize_threshold * 255, p=solarize_p)] if solarize_p > 0 else []
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=(c.crop_min_scale, c.crop_max_scale),
                              ratio=(c.crop_min_ratio, c.crop_max_ratio), antialias=True),
         v2.RandomHorizontalFlip(c.flip_p),
         v2.RandomApply([v2.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue)], p=c.jitter_p),
         v2.RandomGrayscale(p=c.grayscale_p),
+        *blur,
+        *solarize,
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(map(float, mean)), list(map(float, std))),
     ])
@@ -106,6 +126,10 @@ class AugmentParams:
     factors: Tensor  # (N, 4) float: brightness, contrast, saturation, hue factors
     order: list[int]  # jitter op order for the whole batch (BRIGHTNESS..HUE ids)
     gray: Tensor  # (N,) bool
+    # None where the view's probability is 0: nothing drawn, nothing applied.
+    blur: Tensor | None = None  # (N,) bool
+    sigma: Tensor | None = None  # (N,) float: the blur's standard deviation in pixels
+    solarize: Tensor | None = None  # (N,) bool
 
 
 def centre_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -183,6 +207,40 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     return (maxc.unsqueeze(1) - delta.unsqueeze(1) * weight).clamp_(0, 1)
 
 
+def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
+    """(N, kernel_size) normalised 1-D Gaussians, one per sigma (N,): torchvision's
+    _get_gaussian_kernel1d, whose linspace over +-(k - 1) / (2 sqrt 2) and softmax of -(x / sigma)^2
+    is exp(-t^2 / (2 sigma^2)) at integer offsets t, divided by its sum."""
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    x = torch.linspace(-lim, lim, steps=kernel_size, dtype=sigma.dtype, device=sigma.device)
+    return torch.softmax(x.view(1, -1).div(sigma.view(-1, 1)).pow(2).neg(), dim=1)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Per-image Gaussian blur of float images (N, C, H, W) with sigma (N,), torchvision's
+    gaussian_blur (reflect padding) done separably.
+
+    The batch becomes one image of N * C channels, so that a depthwise (grouped) convolution gives
+    every channel its own image's kernel: two kernels per batch, no per-image loop.
+    """
+    n, c, h, w = x.shape
+    if n == 0 or kernel_size == 1:  # a 1-tap Gaussian is the identity
+        return x
+    kernel = gaussian_kernels(sigma, kernel_size).repeat_interleave(c, dim=0)  # (N * C, k)
+    pad = kernel_size // 2
+    flat = x.reshape(1, n * c, h, w)
+    flat = torch.nn.functional.pad(flat, (pad, pad, 0, 0), mode="reflect")
+    flat = torch.nn.functional.conv2d(flat, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)  # rows
+    flat = torch.nn.functional.pad(flat, (0, 0, pad, pad), mode="reflect")
+    flat = torch.nn.functional.conv2d(flat, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)  # columns
+    return flat.view(n, c, h, w)
+
+
+def solarize(x: Tensor, threshold: float) -> Tensor:
+    """Pixels >= threshold become 1 - x (torchvision's solarize on floats in [0, 1])."""
+    return torch.where(x >= threshold, 1 - x, x)
+
+
 def _resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
     """(N, out_size, in_size) matrices that crop [start, start + length) and resize it to out_size.
 
@@ -217,6 +275,10 @@ class BatchAugment:
     _FLIP, _JITTER, _GRAY = 4 * CROP_ATTEMPTS, 4 * CROP_ATTEMPTS + 1, 4 * CROP_ATTEMPTS + 2
     _FACTORS = slice(4 * CROP_ATTEMPTS + 3, 4 * CROP_ATTEMPTS + 7)
     _UNIFORMS = 4 * CROP_ATTEMPTS + 7
+    # Blur and solarization draw in a second call, made only for views where either can apply: the
+    # first call's layout (and with it every default view) stays what it was before they existed.
+    _BLUR, _SIGMA, _SOLARIZE = range(3)
+    _BLUR_UNIFORMS = 3
 
     def __init__(self, config: AugmentConfig, mean, std, image_size: int):
         self.config = config
@@ -229,16 +291,22 @@ class BatchAugment:
         highs = [1 + c.brightness, 1 + c.contrast, 1 + c.saturation, c.hue]
         self._factor_low = torch.tensor(lows)
         self._factor_span = torch.tensor(highs) - self._factor_low
+        self.blur_kernel = c.blur_kernel_size(self.image_size)
+        if any(p > 0 for p in c.blur_p) and self.blur_kernel // 2 >= self.image_size:
+            raise UserError(f"augment.blur_kernel {self.blur_kernel} is too large for {self.image_size} px views: "
+                            f"reflect padding needs blur_kernel // 2 < the image size")
 
     def __call__(self, images: Tensor, generator: torch.Generator,
-                 host_generator: torch.Generator | None = None) -> Tensor:
+                 host_generator: torch.Generator | None = None, *, view: int = 0) -> Tensor:
         _check_images(images)
-        params = self.sample_params(images.shape[0], images.shape[2], images.shape[3], generator, host_generator)
+        params = self.sample_params(images.shape[0], images.shape[2], images.shape[3], generator, host_generator,
+                                    view=view)
         return self.apply(images, params)
 
     def sample_params(self, n: int, height: int, width: int, generator: torch.Generator,
-                      host_generator: torch.Generator | None = None) -> AugmentParams:
-        """Draw every random choice for a batch of n images of size height x width.
+                      host_generator: torch.Generator | None = None, *, view: int = 0) -> AugmentParams:
+        """Draw every random choice for a batch of n images of size height x width, for view
+        `view` of a step (it picks the blur and solarization probabilities).
 
         The jitter order is a Python list; drawing it from a CPU `host_generator` avoids a
         device-to-host synchronisation per call when `generator` lives on a GPU.
@@ -249,7 +317,7 @@ class BatchAugment:
         order = torch.randperm(4, generator=order_gen, device=order_gen.device).tolist()  # one order per batch
         low, span = self._factor_range_on(device)
         c = self.config
-        return AugmentParams(
+        params = AugmentParams(
             boxes=self._crop_boxes(u[:, self._CROP].view(n, CROP_ATTEMPTS, 4), height, width),
             flip=u[:, self._FLIP] < c.flip_p,
             jitter=u[:, self._JITTER] < c.jitter_p,
@@ -257,6 +325,16 @@ class BatchAugment:
             factors=low + span * u[:, self._FACTORS],
             order=order,
         )
+        blur_p, solarize_p = c.view_probabilities(view)
+        if blur_p > 0 or solarize_p > 0:
+            # After the first draws, so a view's crop, flip and colours do not depend on these settings.
+            b = torch.rand(n, self._BLUR_UNIFORMS, generator=generator, device=device)
+            if blur_p > 0:
+                params.blur = b[:, self._BLUR] < blur_p
+                params.sigma = c.blur_sigma_min + (c.blur_sigma_max - c.blur_sigma_min) * b[:, self._SIGMA]
+            if solarize_p > 0:
+                params.solarize = b[:, self._SOLARIZE] < solarize_p
+        return params
 
     def _crop_boxes(self, u: Tensor, height: int, width: int) -> Tensor:
         """torchvision's RandomResizedCrop.make_params for all images and all attempts at once."""
@@ -289,7 +367,7 @@ class BatchAugment:
         return [left, top, left + w, top + h]
 
     def apply(self, images: Tensor, params: AugmentParams) -> Tensor:
-        """Apply drawn parameters: crop+resize, flip, colour jitter, grayscale, normalise."""
+        """Apply drawn parameters: crop+resize, flip, colour jitter, grayscale, blur, solarize, normalise."""
         with torch.autocast(images.device.type, enabled=False):  # float32 even inside a bf16 training step
             return self._apply(images, params)
 
@@ -307,6 +385,10 @@ class BatchAugment:
             x = torch.where(params.jitter.view(-1, 1, 1, 1), jittered, x)
         if self.config.grayscale_p > 0:
             x = torch.where(params.gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+        if params.blur is not None:
+            x = torch.where(params.blur.view(-1, 1, 1, 1), gaussian_blur(x, params.sigma, self.blur_kernel), x)
+        if params.solarize is not None:
+            x = torch.where(params.solarize.view(-1, 1, 1, 1), solarize(x, self.config.solarize_threshold), x)
         mean, std = self._stats_on(images.device)
         return x.sub_(mean).div_(std)
 

@@ -269,7 +269,7 @@ def train_step(
     images[index] when the caller already has it (a streamed source's prefetched batch).
     """
     batch = images[index] if batch is None else batch
-    views = [augment(batch, generator, host_generator) for _ in range(distributed.unwrap(module).num_views)]
+    views = [augment(batch, generator, host_generator, view=i) for i in range(distributed.unwrap(module).num_views)]
     if channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=amp):
