@@ -407,7 +407,6 @@ def test_pretrain_flags_parse_back_to_the_configured_settings(workdir, monkeypat
     )
     command = next(line for line in result.stdout.splitlines() if "imbssl pretrain" in line)
     argv = shlex.split(command[command.index("imbssl pretrain"):].split(" > ")[0])[1:]
-    monkeypatch.setattr(sys, "argv", ["imbssl", *argv])  # the CLI peeks at --method there
     args = build_parser(argv).parse_args(argv)
 
     config = yaml.safe_load((workdir / "config.yaml").read_text())
@@ -416,7 +415,10 @@ def test_pretrain_flags_parse_back_to_the_configured_settings(workdir, monkeypat
                          ("augment", AugmentConfig), ("simclr", SimCLRConfig)]:
         expected = {key: value for key, value in {**config[section], **demo.get(section, {})}.items()
                     if key not in NOT_FIELDS.get(section, set())}
-        assert dataclasses.asdict(from_args(cls, args)) == pytest.approx(expected), section
+        parsed = dataclasses.asdict(from_args(cls, args))
+        assert parsed.keys() == expected.keys(), section
+        for key, value in expected.items():
+            assert parsed[key] == pytest.approx(value), f"{section}.{key}"
 
 
 def test_plan_error_checks_the_epoch_budget_only_when_experiment_ii_runs():
