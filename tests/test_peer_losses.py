@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-lightly_loss = pytest.importorskip("lightly.loss")
-from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn  # noqa: E402
+import lightly.loss as lightly_loss  # the `test` extra pins lightly==1.6.0
+from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn
 
-from imbssl.methods import build_method  # noqa: E402
-from imbssl.methods.byol import byol_loss  # noqa: E402
-from imbssl.methods.dino import dino_loss, updated_center  # noqa: E402
-from imbssl.methods.simclr import nt_xent  # noqa: E402
-from imbssl.methods.simsiam import negative_cosine  # noqa: E402
-from imbssl.methods.swav import swav_codes, swav_loss  # noqa: E402
-from imbssl.methods.vicreg import vicreg_loss  # noqa: E402
+from imbssl.methods import build_method
+from imbssl.methods.byol import byol_loss
+from imbssl.methods.dino import dino_loss, updated_center
+from imbssl.methods.simclr import nt_xent
+from imbssl.methods.simsiam import negative_cosine
+from imbssl.methods.swav import swav_codes, swav_loss
+from imbssl.methods.vicreg import vicreg_loss
 
 torch.set_num_threads(1)
 TOL = dict(atol=1e-5, rtol=1e-5)
