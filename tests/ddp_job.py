@@ -43,8 +43,9 @@ METHODS = {
     # global Sinkhorn; the prototypes frozen at the first of the 4 steps (SwAV's in-place normalisation under DDP)
     "swav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0),
     "pswav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0),
-    # global center; teacher temperature warm-up over the first 2 steps; last layer frozen at the first
-    "dino": dict(proj_hidden_dim=32, bottleneck_dim=16, num_prototypes=8, warmup_teacher_temp_fraction=0.5,
+    # global center; teacher temperature warm-up over the first 2 steps; last layer frozen at the
+    # first; DINO's head widths (a narrow head collapses at once, see test_dino.py)
+    "dino": dict(proj_hidden_dim=2048, bottleneck_dim=256, num_prototypes=8, warmup_teacher_temp_fraction=0.5,
                  freeze_last_layer_fraction=0.2, warmup_epochs=0),
 }
 

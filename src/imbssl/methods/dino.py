@@ -7,6 +7,10 @@ to K outputs); teacher = an EMA copy of both (`self.target`). The teacher's outp
 student at temperature 0.1 predicts them across views: cross-entropy between teacher(view a) and
 student(view b) for a != b, averaged.
 
+The head's initialisation (truncated normal, std 0.02) is DINO's, made for widths near 2,048: a much
+narrower head (say 64 hidden units) gives a tiny bottleneck output whose L2 normalisation magnifies
+the bias gradients, and the embeddings collapse within a step or two.
+
 Two crops of one size only: DINO's multi-crop (extra small local views for the student) is not
 implemented. Gradient clipping (DINO's 3.0) is left out as in solo-learn's CIFAR recipe
 (clip_grad 0: solo/methods/dino.py:198).
