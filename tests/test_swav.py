@@ -158,3 +158,10 @@ def test_swav_trains_a_few_steps(name):
         method.clip_gradients()
         optimizer.step()
         method.after_step((step + 1) / 3)
+
+
+def test_bad_prior_is_a_user_error():
+    from imbssl import UserError
+
+    with pytest.raises(UserError, match="swav.prior='zipf'"):
+        build_method("swav", build_backbone("resnet10", 4, 16), prior="zipf")

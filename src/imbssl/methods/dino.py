@@ -41,7 +41,8 @@ class DINOConfig(MethodConfig):
     weight_decay: float = 1e-6  # solo-learn dino.yaml:36
     momentum: float = 0.9  # solo-learn solo/args/pretrain.py:164 (LARS momentum default)
     warmup_epochs: int = 10  # solo-learn solo/methods/base.py:293 (scheduler.warmup_epochs default)
-    proj_hidden_dim: int = 2048  # solo-learn dino.yaml:19 (3 linear layers, GELU, no BN: solo/methods/dino.py:42, 207-209)
+    # solo-learn dino.yaml:19 (3 linear layers, GELU, no BN: solo/methods/dino.py:42, 207-209)
+    proj_hidden_dim: int = 2048
     bottleneck_dim: int = 256  # solo-learn dino.yaml:20 (proj_output_dim)
     num_prototypes: int = 4096  # solo-learn dino.yaml:21 (DINO's ImageNet default is 65,536)
     norm_last_layer: bool = True  # solo-learn solo/methods/dino.py:204-206 (DINO main_dino.py:57)

@@ -23,7 +23,7 @@ from imbssl import UserError
 from imbssl.core import distributed
 from imbssl.models.backbones import mlp
 from imbssl.models.vit import random_keep
-from imbssl.methods.ema import EMA_SCHEDULES, EMAMethod, ema_momentum, ema_update_  # noqa: F401  (re-exported)
+from imbssl.methods.ema import EMAMethod, ema_momentum, ema_update_  # noqa: F401  (the last two re-exported)
 from imbssl.methods.registry import MethodConfig, output_std, register
 
 PRIORS = ("uniform", "powerlaw")

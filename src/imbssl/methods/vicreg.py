@@ -34,9 +34,9 @@ class VICRegConfig(MethodConfig):
     warmup_epochs: int = 10  # solo-learn solo/methods/base.py:293 (scheduler.warmup_epochs default)
     proj_hidden_dim: int = 2048  # solo-learn vicreg.yaml:18 (3 linear layers: solo/methods/vicreg.py:53-61)
     proj_dim: int = 2048  # solo-learn vicreg.yaml:19
-    sim_weight: float = 25.0  # lambda: solo-learn vicreg.yaml:20 (= the paper's Section 4.1)
-    var_weight: float = 25.0  # mu: solo-learn vicreg.yaml:21 (= the paper's)
-    cov_weight: float = 1.0  # nu: solo-learn vicreg.yaml:22 (= the paper's)
+    sim_weight: float = 25.0  # lambda: solo-learn vicreg.yaml:20 (= VICReg main_vicreg.py:58)
+    var_weight: float = 25.0  # mu: solo-learn vicreg.yaml:21 (= VICReg main_vicreg.py:60)
+    cov_weight: float = 1.0  # nu: solo-learn vicreg.yaml:22 (= VICReg main_vicreg.py:62)
 
 
 def invariance_term(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
