@@ -146,10 +146,12 @@ def two_and_one(tmp_path_factory):
     return two, ddp_job.steps(out / "one"), ddp_job
 
 
-@pytest.mark.parametrize("method", ["simsiam", "simclr", "msn", "distill"])
+@pytest.mark.parametrize("method", ["simsiam", "simclr", "msn", "distill", "byol", "vicreg", "swav", "pswav",
+                                    "dino"])
 def test_two_processes_train_exactly_like_one_with_the_whole_batch(two_and_one, method):
     """Same loss at every step and the same weights: SyncBatchNorm, SimCLR's global negatives,
-    MSN's global prior and Sinkhorn and DDP's gradient averaging make 2 x B/2 one batch of B."""
+    MSN's global prior and Sinkhorn, VICReg's gathered variance and covariance, SwAV's global
+    Sinkhorn, DINO's global center and DDP's gradient averaging make 2 x B/2 one batch of B."""
     two, one, _ = two_and_one
     a, b = one["methods"][method], two["methods"][method]
     assert len(a["losses"]) == len(b["losses"]) == 4

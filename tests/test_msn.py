@@ -14,7 +14,8 @@ from imbssl import UserError
 from imbssl.core.artifacts import PrototypeUsage, read_prototype_usage, write_prototype_usage
 from imbssl.data.augment import normalize
 from imbssl.methods.registry import build_method
-from imbssl.methods.msn import (ema_momentum, ema_update_, entropy, kl_divergence, power_law, prior_distribution, prior_term, sinkhorn)
+from imbssl.methods.ema import ema_momentum, ema_update_
+from imbssl.methods.msn import entropy, kl_divergence, power_law, prior_distribution, prior_term, sinkhorn
 from imbssl.models.backbones import build_backbone
 from imbssl.reporting.figures import figure_prototype_usage, sorted_usage
 from imbssl.evaluation.prototypes import write_usage

@@ -36,6 +36,17 @@ METHODS = {
     "simsiam": dict(proj_dim=32, pred_hidden_dim=8, warmup_epochs=0),
     "simclr": dict(proj_hidden_dim=32, proj_dim=16, warmup_epochs=0),
     "msn": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, warmup_epochs=0),  # ResNet: no masks, prior + Sinkhorn
+    # base_lr below BYOL's 1.0: at 1.0 this tiny net's fourth step amplifies any 1e-7 difference
+    # (a 1e-7 nudge of the initial weights of one process too) to 5e-4 in the BN weights.
+    "byol": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=16, base_lr=0.3, warmup_epochs=0),
+    "vicreg": dict(proj_hidden_dim=32, proj_dim=16, warmup_epochs=0),  # variance, covariance on the gathered batch
+    # global Sinkhorn; the prototypes frozen at the first of the 4 steps (SwAV's in-place normalisation under DDP)
+    "swav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0),
+    "pswav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0),
+    # global center; teacher temperature warm-up over the first 2 steps; last layer frozen at the
+    # first; DINO's head widths (a narrow head collapses at once, see test_dino.py)
+    "dino": dict(proj_hidden_dim=2048, bottleneck_dim=256, num_prototypes=8, warmup_teacher_temp_fraction=0.5,
+                 freeze_last_layer_fraction=0.2, warmup_epochs=0),
 }
 
 

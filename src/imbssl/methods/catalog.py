@@ -51,6 +51,11 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("msn", "msn", "MSN", "MSNConfig", "MSN", tables=("table4",), prototypes=True, ema_target=True),
         MethodInfo("pmsn", "msn", "PMSN", "PMSNConfig", "PMSN", tables=("table4",), prototypes=True,
                    ema_target=True),
+        MethodInfo("swav", "swav", "SwAV", "SwAVConfig", "SwAV", tables=("table4",)),
+        MethodInfo("pswav", "swav", "PSwAV", "PSwAVConfig", "PSwAV", tables=("table4",)),
+        MethodInfo("vicreg", "vicreg", "VICReg", "VICRegConfig", "VICReg", tables=("table4",)),
+        MethodInfo("byol", "byol", "BYOL", "BYOLConfig", "BYOL", tables=("table4",), ema_target=True),
+        MethodInfo("dino", "dino", "DINO", "DINOConfig", "DINO", tables=("table4",), ema_target=True),
     )
 }
 

@@ -13,8 +13,6 @@ With a ResNet backbone (no patches to drop) the anchor is simply the other rando
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -23,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from imbssl.core import distributed
-from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.methods.registry import MethodConfig, Optimizer, output_std
 from imbssl.models.heads import MSNProjector
 from imbssl.models.vit import random_keep
+from imbssl.methods.ema import EMAMethod, EMASchedule
 
 Prior = Literal["uniform", "powerlaw"]
-EMASchedule = Literal["linear", "cosine"]
 KLDirection = Literal["mean_to_prior", "prior_to_mean"]
-PRIORS, EMA_SCHEDULES, KL_DIRECTIONS = get_args(Prior), get_args(EMASchedule), get_args(KLDirection)
+PRIORS, KL_DIRECTIONS = get_args(Prior), get_args(KLDirection)
 
 
 @dataclass
@@ -81,13 +79,15 @@ def prototype_probs(z: torch.Tensor, prototypes: torch.Tensor, temperature: floa
 
 
 @torch.no_grad()
-def sinkhorn(probs: torch.Tensor, iters: int) -> torch.Tensor:
-    """MSN's Sinkhorn-Knopp balancing of target assignments (N, K).
+def sinkhorn(probs: torch.Tensor, iters: int, marginals: torch.Tensor | None = None) -> torch.Tensor:
+    """MSN's (and SwAV's) Sinkhorn-Knopp balancing of target assignments (N, K).
 
-    Alternately rescales so that every prototype holds 1/K of the total mass and every image 1/N;
-    ends on the image step, so each row of the result sums to 1 exactly and each column tends to
-    N/K as `iters` grows. With several processes N is the global batch and the sums run over the
-    rows of every rank (each rank holds an equal share), as in MSN's distributed implementation.
+    Alternately rescales so that every prototype k holds its share of the total mass (1/K, or
+    `marginals[k]` when given: a distribution over the K prototypes) and every image 1/N; ends on
+    the image step, so each row of the result sums to 1 exactly and column k tends to N/K (or
+    N * marginals[k]) as `iters` grows. With several processes N is the global batch and the sums
+    run over the rows of every rank (each rank holds an equal share), as in MSN's and SwAV's
+    distributed implementations.
     """
     if iters <= 0:
         return probs
@@ -95,7 +95,11 @@ def sinkhorn(probs: torch.Tensor, iters: int) -> torch.Tensor:
     n *= distributed.world_size()
     q = probs / distributed.all_reduce_sum(probs.sum())
     for _ in range(iters):
-        q = q / (distributed.all_reduce_sum(q.sum(dim=0, keepdim=True)) * k)  # prototypes: 1/K each
+        column_sums = distributed.all_reduce_sum(q.sum(dim=0, keepdim=True))
+        if marginals is None:
+            q = q / (column_sums * k)  # prototypes: 1/K each (MSN's exact arithmetic)
+        else:
+            q = q * (marginals / column_sums)  # prototype k: marginals[k]
         q = q / (q.sum(dim=1, keepdim=True) * n)  # images: 1/N each
     return q * n
 
@@ -138,33 +142,12 @@ def soft_cross_entropy(targets: torch.Tensor, probs: torch.Tensor) -> torch.Tens
     return -(targets * torch.log(probs.clamp_min(1e-12))).sum(dim=1).mean()
 
 
-def ema_momentum(progress: float, start: float, schedule: str = "linear") -> float:
-    """Target momentum: `start` at progress 0, rising to 1 at progress 1, linearly (MSN's ramp)
-    or on a half cosine (BYOL's)."""
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "linear":
-        return start + (1.0 - start) * progress
-    if schedule == "cosine":
-        return 1.0 - (1.0 - start) * (math.cos(math.pi * progress) + 1.0) / 2.0
-    raise ValueError(f"unknown EMA schedule {schedule!r}: use one of {', '.join(EMA_SCHEDULES)}")
-
-
-@torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o.detach(), 1.0 - momentum)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
-class MSN(Method):
-    """Anchor encoder (backbone + projector), prototypes, and an EMA target encoder.
-
-    The target encoder lives in `self.target` with requires_grad=False: the optimizer (built from
-    parameters that require grad) never sees it, while state_dict() keeps it for resuming.
-    """
+class MSN(EMAMethod):
+    """Anchor encoder (backbone + projector), prototypes, and an EMA target encoder
+    (`self.target`, see ema.py)."""
 
     name = "msn"
 
@@ -173,31 +156,15 @@ class MSN(Method):
         self.projector = MSNProjector(backbone.output_dim, config.proj_hidden_dim, config.proj_dim)
         bound = config.proj_dim ** -0.5  # MSN's prototype initialisation
         self.prototypes = nn.Parameter(torch.empty(config.num_prototypes, config.proj_dim).uniform_(-bound, bound))
-        self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone), "projector": copy.deepcopy(self.projector)})
-        self.target.requires_grad_(False)
+        self.make_target("backbone", "projector")
         self.register_buffer("prior", prior_distribution(config.prior, config.num_prototypes, config.tau),
                              persistent=False)
         self.masks_patches = getattr(backbone, "supports_patch_drop", False)
-        # Weights may be loaded into `backbone` after construction (pretrain's --init): the target
-        # is then re-copied from the anchor before its first use, unless a full state_dict with
-        # the target (a resume) was loaded.
-        self._target_stale = True
 
     @property
     def eval_backbone(self) -> nn.Module:
         """The target (EMA) encoder: the one MSN evaluates."""
         return self.target["backbone"]
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._target_stale = not any(key.startswith("target.") for key in state_dict)
-        return result
-
-    @torch.no_grad()
-    def sync_target(self) -> None:
-        self.target["backbone"].load_state_dict(self.backbone.state_dict())
-        self.target["projector"].load_state_dict(self.projector.state_dict())
-        self._target_stale = False
 
     def _anchor(self, x: torch.Tensor) -> torch.Tensor:
         if self.masks_patches:
@@ -210,8 +177,7 @@ class MSN(Method):
         return self.target["projector"](self.target["backbone"](x))
 
     def loss(self, views, index=None):
-        if self._target_stale:
-            self.sync_target()
+        self.sync_target_if_stale()
         cfg = self.config
         pairs = [(views[0], views[1])] + ([(views[1], views[0])] if cfg.symmetric else [])
         anchors = torch.cat([self._anchor(a) for a, _ in pairs])
@@ -242,11 +208,6 @@ class MSN(Method):
         if self.config.clip_grad > 0:
             encoder = [*self.backbone.parameters(), *self.projector.parameters()]
             torch.nn.utils.clip_grad_norm_(encoder, self.config.clip_grad)
-
-    def after_step(self, progress: float) -> None:
-        momentum = ema_momentum(progress, self.config.ema_start, self.config.ema_schedule)
-        ema_update_(self.target["backbone"], self.backbone, momentum)
-        ema_update_(self.target["projector"], self.projector, momentum)
 
 
 class PMSN(MSN):

@@ -6,6 +6,8 @@ named `0.weight`, `1.running_mean`, ...), built from the widths its method's set
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -54,3 +56,63 @@ class MSNProjector(nn.Sequential):
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
         super().__init__(*_mlp_layers([in_dim, hidden_dim, hidden_dim, out_dim]))
+
+
+class BYOLProjector(nn.Sequential):
+    """BYOL's projector, also its predictor (Grill et al. 2020, Section 3.3): Linear to a hidden
+    width (4096), BN, ReLU, Linear to the output (256)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(*_mlp_layers([in_dim, hidden_dim, out_dim]))
+
+
+class VICRegExpander(nn.Sequential):
+    """VICReg's expander (Bardes et al. 2022, Section 4.1): two Linear-BN-ReLU blocks, then a Linear."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(*_mlp_layers([in_dim, hidden_dim, hidden_dim, out_dim]))
+
+
+class SwAVProjector(nn.Sequential):
+    """SwAV's projection head (Caron et al. 2020, Section 4.1 and its code): Linear-BN-ReLU-Linear
+    (2048 -> 128), followed by the prototypes."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(*_mlp_layers([in_dim, hidden_dim, out_dim]))
+
+
+class WeightNormLinear(nn.Module):
+    """A linear map without bias whose row k is g_k * v_k / ||v_k|| (weight normalisation, Salimans &
+    Kingma 2016), as DINO's last layer: nn.utils.weight_norm with g filled with 1, and g fixed
+    (not trained) unless `learn_norm`. Written out because torch deprecates weight_norm."""
+
+    def __init__(self, in_dim: int, out_dim: int, learn_norm: bool):
+        super().__init__()
+        self.direction = nn.Parameter(nn.Linear(in_dim, out_dim, bias=False).weight.detach().clone())
+        self.norm = nn.Parameter(torch.ones(out_dim, 1), requires_grad=learn_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.norm * F.normalize(self.direction, dim=1))
+
+
+class DINOHead(nn.Module):
+    """Linear-GELU-Linear-GELU-Linear to the bottleneck, L2 normalisation, then the weight-normalised
+    layer to K outputs (DINO vision_transformer.py:257-291, use_bn False, nlayers 3)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_prototypes: int,
+                 norm_last_layer: bool = True):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
+                                 nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim))
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):  # DINO's _init_weights
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, num_prototypes, learn_norm=not norm_last_layer)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised bottleneck embedding."""
+        return F.normalize(self.mlp(x), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(self.embed(x))

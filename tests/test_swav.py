@@ -1,0 +1,166 @@
+"""SwAV and power-law SwAV: Sinkhorn marginals by hand, the swapped prediction with identity heads,
+normalised and frozen prototypes, a few real steps. Against lightly's SwaVLoss: test_peer_losses.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from imbssl.methods.registry import build_method
+from imbssl.methods.msn import power_law, sinkhorn
+from imbssl.models.backbones import build_backbone
+
+torch.set_num_threads(1)
+
+
+def test_power_law_sinkhorn_one_iteration_by_hand():
+    # 2 images x 2 prototypes, marginals p = [2/3, 1/3] (tau 1). By hand: /sum -> [[.45,.05],[.3,.2]];
+    # columns to 2/3 and 1/3 (x 8/9 and x 4/3) -> [[.4, 1/15], [4/15, 4/15]]; rows to 1/2 each, x2
+    # -> [[6/7, 1/7], [1/2, 1/2]].
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+    out = sinkhorn(probs, iters=1, marginals=power_law(2, tau=1.0))
+    torch.testing.assert_close(out, torch.tensor([[6 / 7, 1 / 7], [0.5, 0.5]]))
+    # The uniform marginals give MSN's numbers (test_msn.py): [[.75, .25], [1/3, 2/3]].
+    assert not torch.allclose(out, torch.tensor([[0.75, 0.25], [1 / 3, 2 / 3]]), atol=1e-3)
+
+
+def test_power_law_sinkhorn_columns_follow_the_power_law_and_rows_sum_to_one():
+    probs = torch.exp(torch.randn(12, 4, generator=torch.Generator().manual_seed(0)) * 3)
+    prior = power_law(4, tau=1.0)  # 1 : 1/2 : 1/3 : 1/4 = [12, 6, 4, 3] / 25
+    codes = sinkhorn(probs, iters=300, marginals=prior)
+    torch.testing.assert_close(codes.sum(dim=1), torch.ones(12))  # each image: total mass 1 (1/N before x N)
+    torch.testing.assert_close(codes.sum(dim=0), 12 * torch.tensor([12, 6, 4, 3]) / 25, atol=1e-4, rtol=0)
+    uniform = sinkhorn(probs, iters=300)
+    torch.testing.assert_close(uniform.sum(dim=0), torch.full((4,), 3.0), atol=1e-4, rtol=0)
+
+
+class Features(nn.Module):
+    """A backbone that passes its (N, D) input through."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.output_dim = dim
+
+    def forward(self, x):
+        return x
+
+
+def swav_on_features(name, prototypes, **settings):
+    method = build_method(name, Features(prototypes.shape[1]), proj_hidden_dim=4, proj_dim=prototypes.shape[1],
+                          num_prototypes=prototypes.shape[0], tau=1.0, **settings)
+    method.projector = nn.Identity()
+    with torch.no_grad():
+        method.prototypes.copy_(prototypes)
+    return method
+
+
+def hand_swav(x1, x2, prototypes, marginals=None, epsilon=0.05, iters=3, temperature=0.1):
+    """SwAV's two-crop loss written out: unit rows, codes by Sinkhorn over exp(scores / epsilon),
+    view 2 predicting view 1's codes and the reverse, averaged."""
+    unit = lambda m: m / m.norm(dim=1, keepdim=True)
+    scores = [unit(x) @ unit(prototypes).T for x in (x1, x2)]
+
+    def codes(s):
+        q = torch.exp(s / epsilon)
+        q = q / q.sum()
+        n, k = q.shape
+        columns = torch.full((k,), 1 / k) if marginals is None else marginals
+        for _ in range(iters):
+            q = q / q.sum(dim=0) * columns
+            q = q / q.sum(dim=1, keepdim=True) / n
+        return q * n
+
+    cross_entropy = lambda q, s: -(q * torch.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
+    loss = (cross_entropy(codes(scores[0]), scores[1]) + cross_entropy(codes(scores[1]), scores[0])) / 2
+    mean_probs = torch.softmax(scores[0] / temperature, dim=1).mean(dim=0)
+    return loss, -(mean_probs * mean_probs.log()).sum()
+
+
+X1 = torch.tensor([[1.0, 0.2], [0.1, 1.0], [-0.7, 0.7]])
+X2 = torch.tensor([[0.8, 0.6], [0.3, 1.0], [-1.0, 0.1]])
+PROTOTYPES = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, -1.0]])  # not unit: SwAV normalises them
+
+
+@pytest.mark.parametrize("name", ["swav", "pswav"])
+def test_swapped_prediction_with_normalised_prototypes_by_hand(name):
+    method = swav_on_features(name, PROTOTYPES)
+    loss, metrics = method.loss([X1, X2])
+    torch.testing.assert_close(method.prototypes.norm(dim=1), torch.ones(3))  # normalised before the step
+    marginals = None if name == "swav" else torch.tensor([6 / 11, 3 / 11, 2 / 11])  # 1 : 1/2 : 1/3
+    expected, proto_entropy = hand_swav(X1, X2, PROTOTYPES, marginals)
+    torch.testing.assert_close(loss.detach(), expected)
+    torch.testing.assert_close(metrics["proto_entropy"], proto_entropy)
+    # Each view predicting its own codes, or the other prior, would give other numbers.
+    unswapped, _ = hand_swav(X1, X1, PROTOTYPES, marginals)
+    assert abs(unswapped - expected) > 1e-3
+    other_prior, _ = hand_swav(X1, X2, PROTOTYPES, torch.tensor([6 / 11, 3 / 11, 2 / 11]) if marginals is None
+                               else None)
+    assert abs(other_prior - expected) > 1e-3
+
+
+def test_prototypes_frozen_for_the_first_share_of_the_run_and_after_a_resume():
+    method = swav_on_features("swav", PROTOTYPES, freeze_prototypes_fraction=0.5)
+    optimizer = method.make_optimizer(batch_size=256)
+
+    def step(progress):
+        loss, _ = method.loss([X1, X2])
+        optimizer.zero_grad()
+        loss.backward()
+        method.clip_gradients()
+        frozen = method.prototypes.grad is None
+        before = method.prototypes.detach().clone()
+        optimizer.step()
+        method.after_step(progress)
+        return frozen, torch.equal(before, method.prototypes.detach())
+
+    assert step(0.25) == (True, True)  # progress 0 < 0.5: no gradient, no update
+    assert step(0.5) == (True, True)  # progress 0.25
+    assert step(0.75) == (False, False)  # progress 0.5: trained
+    resumed = swav_on_features("swav", PROTOTYPES, freeze_prototypes_fraction=0.5)
+    resumed.load_state_dict(method.state_dict())
+    loss, _ = resumed.loss([X1, X2])
+    loss.backward()
+    resumed.clip_gradients()
+    assert resumed.prototypes.grad is not None  # the resumed run knows it is past the frozen start
+    never = swav_on_features("swav", PROTOTYPES, freeze_prototypes_fraction=0.0)
+    never.loss([X1, X2])[0].backward()
+    never.clip_gradients()
+    assert never.prototypes.grad is not None
+
+
+def test_pswav_is_swav_with_the_power_law_prior():
+    swav = build_method("swav", build_backbone("resnet10", 4, 16))
+    pswav = build_method("pswav", build_backbone("resnet10", 4, 16))
+    assert (swav.config.prior, pswav.config.prior) == ("uniform", "powerlaw")
+    assert swav.marginals is None
+    torch.testing.assert_close(pswav.marginals, power_law(3000, 0.25))
+    cfg = swav.config
+    assert (cfg.optimizer, cfg.base_lr, cfg.weight_decay, cfg.num_prototypes, cfg.proj_dim) == (
+        "lars", 0.6, 1e-6, 3000, 128)
+    assert (cfg.temperature, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters) == (0.1, 0.05, 3)
+
+
+@pytest.mark.parametrize("name", ["swav", "pswav"])
+def test_swav_trains_a_few_steps(name):
+    torch.manual_seed(0)
+    method = build_method(name, build_backbone("resnet10", 4, 16), proj_hidden_dim=32, proj_dim=16,
+                          num_prototypes=10, freeze_prototypes_fraction=0.3)
+    optimizer = method.make_optimizer(batch_size=8)
+    for step in range(3):
+        loss, metrics = method.loss([torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)])
+        assert torch.isfinite(loss) and metrics["out_std"] > 0
+        assert 0 < metrics["proto_entropy"].item() <= math.log(10) + 1e-5
+        optimizer.zero_grad()
+        loss.backward()
+        method.clip_gradients()
+        optimizer.step()
+        method.after_step((step + 1) / 3)
+
+
+def test_an_unknown_prior_is_refused():
+    # The schema and argparse's choices let only uniform and powerlaw through.
+    with pytest.raises(ValueError, match="unknown prior 'zipf'"):
+        build_method("swav", build_backbone("resnet10", 4, 16), prior="zipf")
