@@ -474,6 +474,23 @@ def _cmd_figure_stages(args):
                         from_args(PlotSettings, args))
 
 
+def _args_export(p):
+    from imbssl.models.export import FORMATS
+
+    p.add_argument("model", help="a model.pt of the pipeline (results/pretrain/<subset>/<method>/seed<seed>/model.pt)")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="torchvision / timm: a state dict their model loads with strict=True; "
+                        "safetensors: the state dict (torchvision's key names) with the metadata as strings")
+    p.add_argument("--out", required=True, help="file to write (e.g. resnet18.pt, backbone.safetensors)")
+
+
+def _cmd_export(args):
+    from imbssl.exporting import export_model
+
+    code = export_model(args.model, args.format, args.out)
+    print(f"# Wrote {args.out} ({args.format}). Load it with:\n{code}", end="")
+
+
 # name -> (help, adds the command's flags, runs it). Flags are added only for the command being
 # run, so that e.g. `imbssl table` never imports torch.
 COMMANDS = {
@@ -505,6 +522,8 @@ COMMANDS = {
     "figure-stages": ("Experiment II's training curves: base -> experts -> student", _args_figure_stages,
                       _cmd_figure_stages),
     "bench": ("training throughput: the engine vs a conventional DataLoader pipeline", _args_bench, _cmd_bench),
+    "export": ("a model.pt's backbone for torchvision, timm or safetensors, with the code that loads it",
+               _args_export, _cmd_export),
 }
 
 
