@@ -18,6 +18,13 @@ from imbssl.config_check import canonicalize, check_config, check_plan, load_sch
 min_version("9.0")
 
 
+# This workflow's own files (config defaults, schema, report text, conda envs, rules) are found from
+# this Snakefile's folder, never from the working directory or workflow.basedir (the folder of the
+# *main* Snakefile): so the workflow also runs as a module of another workflow (README, "Use as a
+# Snakemake module"). Outputs stay relative to the working directory (results/...). Rules files
+# name their conda envs and report captions relative to themselves, which Snakemake resolves so.
+WORKFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
+
 # Jobs run `imbssl`, installed beside the Python that runs Snakemake: put that bin folder first on
 # PATH so that `.venv/bin/snakemake` works without activating the venv (a conda env, with --sdm
 # conda, still comes first in its jobs).
@@ -29,22 +36,32 @@ os.environ["PATH"] = os.pathsep.join(
 os.environ.setdefault(
     "TORCHINDUCTOR_CACHE_DIR", str(Path("results/cache/torchinductor").resolve())
 )
+# The conda envs install this package with `pip: -e ${IMBSSL_WORKFLOW_DIR}`. A relative path cannot
+# work there: Snakemake copies an env file to .snakemake/conda/<hash>.yaml before `conda env
+# create`, and conda runs pip from that copy's folder. pip expands ${VAR} in requirements, and
+# conda (started by Snakemake) inherits this process's environment.
+os.environ["IMBSSL_WORKFLOW_DIR"] = str(WORKFLOW_DIR)
 
 
 # Declared, so that remote jobs get them too.
 envvars:
     "PATH",
     "TORCHINDUCTOR_CACHE_DIR",
+    "IMBSSL_WORKFLOW_DIR",
 
 
-configfile: "config.yaml"
+# The defaults. `--configfile` merges over them; a module's `config:` replaces them (Snakemake skips
+# `configfile:` in a module given a config). A plain path (not workflow.source_path, which points
+# into a temporary source cache) because Snakemake records config files for source archives.
+configfile: str(WORKFLOW_DIR / "config.yaml")
 
 
-SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+# Read at parse time only, through Snakemake's source cache: also works for a remote module.
+SCHEMA = workflow.source_path("workflow/schemas/config.schema.yaml")
 # One-line message naming the bad key before anything else; then Snakemake's own validation
 # against the same schema fills in the defaults of every key left out.
 check_config(config, SCHEMA)
-validate(config, str(SCHEMA), set_default=True)
+validate(config, SCHEMA, set_default=True)
 # One order of keys and one type per number, so that the same settings always render the same
 # params, whatever the order of config files, `--config` overrides or filled-in defaults.
 canonicalize(config, load_schema(SCHEMA))
@@ -52,6 +69,7 @@ canonicalize(config, load_schema(SCHEMA))
 check_plan(config)
 
 
+# Relative to this file (Snakemake resolves it so); a module leaves the report text to its caller.
 report: "workflow/report/workflow.rst"
 
 

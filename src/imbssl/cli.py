@@ -459,6 +459,23 @@ def _cmd_bench(args):
     run(from_args(BenchSettings, args), args.out)
 
 
+def _args_export(p, argv):
+    from imbssl.models.export import FORMATS
+
+    p.add_argument("model", help="a model.pt of the pipeline (results/pretrain/<subset>/<method>/seed<seed>/model.pt)")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="torchvision / timm: a state dict their model loads with strict=True; "
+                        "safetensors: the state dict (torchvision's key names) with the metadata as strings")
+    p.add_argument("--out", required=True, help="file to write (e.g. resnet18.pt, backbone.safetensors)")
+
+
+def _cmd_export(args):
+    from imbssl.evaluation.export import export_model
+
+    code = export_model(args.model, args.format, args.out)
+    print(f"# Wrote {args.out} ({args.format}). Load it with:\n{code}", end="")
+
+
 def _args_provenance(p, argv):
     p.add_argument("file", help="a model.pt or a result JSON")
 
@@ -512,6 +529,8 @@ COMMANDS: dict[str, Command] = {
                              _args_figure_stages, _cmd_figure_stages),
     "bench": Command("training throughput: the engine vs a conventional DataLoader pipeline", "imbssl.bench.engine",
                      _args_bench, _cmd_bench),
+    "export": Command("a model.pt's backbone for torchvision, timm or safetensors, with the code that loads it",
+                      "imbssl.evaluation.export", _args_export, _cmd_export),
     "provenance": Command("print where a model.pt or result JSON came from (code, settings)",
                           "imbssl.core.artifacts", _args_provenance, _cmd_provenance),
 }

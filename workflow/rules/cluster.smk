@@ -92,10 +92,6 @@ rule cluster:
 
 
 # The +D ablation's partition: seconds of numpy, run on the submitting host.
-localrules:
-    partition_random,
-
-
 rule partition_random:
     input:
         clusters=rules.cluster.output.assignments,
@@ -108,6 +104,7 @@ rule partition_random:
         "results/logs/partition_random/{subset}/seed{seed}.log",
     benchmark:
         "results/benchmarks/partition_random/{subset}/seed{seed}.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:

@@ -1,21 +1,7 @@
 # Tables and figures come from result files only: seconds of work, run on the submitting host.
-localrules:
-    table2,
-    figure1,
-    table3,
-    figure3,
-    cluster_table,
-    table4,
-    figure4,
-    table2_groups,
-    table3_groups,
-    table4_groups,
-    per_class_table,
-    frequency_table2,
-    frequency_table3,
-    frequency_table4,
-    training_curves,
-    stage_curves,
+# Each rule says so with `localrule: True`, rules derived with `use rule ... with:` too (they do not
+# inherit it): a `localrules:` list would keep the unprefixed names when the workflow is used as a
+# module (`use rule * from imbssl as imbssl_*`), and the renamed rules would go to the cluster.
 
 
 rule table2:
@@ -28,6 +14,7 @@ rule table2:
         "results/logs/table2.log",
     benchmark:
         "results/benchmarks/table2.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -53,6 +40,7 @@ use rule table2 as table3 with:
         "results/logs/table3.log",
     benchmark:
         "results/benchmarks/table3.tsv"
+    localrule: True
     params:
         # The paper's columns; `n/a` where one was not run (e.g. simclr not in `methods`).
         methods=catalog.table_columns("table3", METHODS),
@@ -75,6 +63,7 @@ use rule table2 as table4 with:
         "results/logs/table4.log",
     benchmark:
         "results/benchmarks/table4.tsv"
+    localrule: True
     params:
         methods=catalog.table_columns("table4", METHODS),
         title=table_title(
@@ -92,6 +81,7 @@ rule cluster_table:
         "results/logs/cluster_table.log",
     benchmark:
         "results/benchmarks/cluster_table.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -120,6 +110,7 @@ rule figure1:
         "results/logs/figure1.log",
     benchmark:
         "results/benchmarks/figure1.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -147,6 +138,7 @@ rule figure3:
         "results/logs/figure3/{subset}.log",
     benchmark:
         "results/benchmarks/figure3/{subset}.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -177,6 +169,7 @@ rule figure4:
         "results/logs/figure4.log",
     benchmark:
         "results/benchmarks/figure4.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -201,6 +194,7 @@ rule table2_groups:
         "results/logs/table2_groups.log",
     benchmark:
         "results/benchmarks/table2_groups.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -226,6 +220,7 @@ use rule table2_groups as table3_groups with:
         "results/logs/table3_groups.log",
     benchmark:
         "results/benchmarks/table3_groups.tsv"
+    localrule: True
     params:
         methods=catalog.table_columns("table3", METHODS),
         title=table_title(
@@ -243,6 +238,7 @@ use rule table2_groups as table4_groups with:
         "results/logs/table4_groups.log",
     benchmark:
         "results/benchmarks/table4_groups.tsv"
+    localrule: True
     params:
         methods=catalog.table_columns("table4", METHODS),
         title=table_title(
@@ -260,6 +256,7 @@ rule per_class_table:
         "results/logs/per_class_table.log",
     benchmark:
         "results/benchmarks/per_class_table.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -280,6 +277,7 @@ rule frequency_table2:
         "results/logs/frequency_table2.log",
     benchmark:
         "results/benchmarks/frequency_table2.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -303,6 +301,7 @@ use rule frequency_table2 as frequency_table3 with:
         "results/logs/frequency_table3.log",
     benchmark:
         "results/benchmarks/frequency_table3.tsv"
+    localrule: True
     params:
         title="Experiment II: per-class accuracy against class frequency",
 
@@ -317,6 +316,7 @@ use rule frequency_table2 as frequency_table4 with:
         "results/logs/frequency_table4.log",
     benchmark:
         "results/benchmarks/frequency_table4.tsv"
+    localrule: True
     params:
         title="MSN vs PMSN: per-class accuracy against class frequency",
 
@@ -341,6 +341,7 @@ rule training_curves:
         "results/logs/training_curves/{subset}.log",
     benchmark:
         "results/benchmarks/training_curves/{subset}.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -379,6 +380,7 @@ rule stage_curves:
         "results/logs/stage_curves/{subset}.log",
     benchmark:
         "results/benchmarks/stage_curves/{subset}.tsv"
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
