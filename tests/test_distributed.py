@@ -77,7 +77,8 @@ def test_small_training_sets_split_evenly_over_the_processes():
     assert effective_batch_size(37, 32, 2) == 32
     assert effective_batch_size(31, 32, 2) == 30  # all images that split evenly
     assert effective_batch_size(31, 32, 1) == 31
-    with pytest.raises(UserError, match="does not split evenly over 3 processes"):
+    # The config check stops a batch that does not split over the GPUs before any job (test_config.py).
+    with pytest.raises(AssertionError, match="config check"):
         effective_batch_size(100, 32, 3)
     with pytest.raises(UserError, match="fewer GPUs"):
         effective_batch_size(3, 32, 4)
@@ -133,12 +134,11 @@ def test_several_nodes_on_a_workstation_stop_in_one_line():
 
 @pytest.fixture(scope="module")
 def two_and_one(tmp_path_factory):
-    """The steps of tests/ddp_job.py under torchrun (2 ranks) and in this process (1)."""
-    sys.path.insert(0, str(TESTS))
-    import ddp_job
+    """The steps of tests/helpers/ddp_job.py under torchrun (2 ranks) and in this process (1)."""
+    from helpers import ddp_job
 
     out = tmp_path_factory.mktemp("ddp")
-    done = subprocess.run(torchrun("--standalone", "--nproc-per-node=2", str(TESTS / "ddp_job.py"), "steps",
+    done = subprocess.run(torchrun("--standalone", "--nproc-per-node=2", str(TESTS / "helpers" / "ddp_job.py"), "steps",
                                    str(out / "two")), env=run_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     two = torch.load(out / "two" / "steps.pt")
@@ -170,7 +170,7 @@ def test_features_of_all_ranks_come_back_in_index_order(two_and_one):
 
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     started = time.monotonic()
-    done = subprocess.run(torchrun("--standalone", "--nproc-per-node=2", str(TESTS / "ddp_job.py"), "fail",
+    done = subprocess.run(torchrun("--standalone", "--nproc-per-node=2", str(TESTS / "helpers" / "ddp_job.py"), "fail",
                                    str(tmp_path)), env=run_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "planted failure on rank 1" in done.stderr

@@ -1,8 +1,8 @@
 """A few training steps of each method, run by tests/test_distributed.py twice: in the test process
 (one process, batch B) and under torchrun (2 processes x B/2), on the same images and weights.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_job.py steps OUT
-    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_job.py fail OUT
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/ddp_job.py steps OUT
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/ddp_job.py fail OUT
 
 `steps` writes OUT/steps.pt (rank 0): per method the loss of every step and the final weights,
 plus features of an odd number of images extracted by all ranks together. `fail` trains SimSiam
