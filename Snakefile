@@ -80,6 +80,7 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/prior.smk"
 
 
 rule all:
@@ -95,10 +96,16 @@ rule all:
         # The power-law prior: MSN vs PMSN.
         rules.table4.output if PRIOR_METHODS else [],
         rules.figure4.output if PROTOTYPE_METHODS else [],
+        # The hidden prior, measured: the cluster sizes every model's features imply.
+        rules.prior_table.output if PRIOR_SUBSETS else [],
+        rules.prior_figure.output if PRIOR_SUBSETS else [],
         # Where the accuracy goes: per class, by head / medium / tail, against class frequency.
         rules.per_class_table.output,
         rules.table2_groups.output if BASELINES else [],
         rules.frequency_table2.output if BASELINES else [],
+        # When imbalance hurts: accuracy against the imbalance factor (two factors or more).
+        rules.imbalance_table2.output if BASELINES and SWEPT else [],
+        rules.imbalance_table4.output if PRIOR_METHODS and SWEPT else [],
         rules.table3_groups.output if CLUSTER_SUBSETS else [],
         rules.frequency_table3.output if CLUSTER_SUBSETS else [],
         rules.table4_groups.output if PRIOR_METHODS else [],

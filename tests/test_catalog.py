@@ -27,7 +27,7 @@ def test_labels_and_tables_come_from_the_catalog():
     configured = ["simsiam", "simclr", "msn", "pmsn"]
     assert catalog.table_columns("table2", configured) == ["SimSiam", "SimCLR"]
     assert catalog.table_columns("table3", ["simsiam"]) == ["SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D"]
-    assert catalog.table_columns("table4", configured) == ["MSN", "PMSN", "SimSiam"]  # the reference last
+    assert catalog.table_columns("table4", configured) == ["SimSiam", "SimCLR", "MSN", "PMSN"]  # every method
     assert catalog.table_runs("table3", configured) == ["simsiam", "simclr", "simsiam-c-d", "simsiam-d"]
     assert catalog.prototype_methods(configured) == ["msn", "pmsn"]
 

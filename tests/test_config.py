@@ -44,8 +44,8 @@ SECTIONS = {
 # a method's own `model` subsection is merged over `model` (ModelConfig flags), the MSN prior
 # is the method's identity (msn = uniform, pmsn = power law), not a setting, and where a training
 # job runs (GPUs, nodes, GPU slots) is its launcher's business, not the training loop's.
-NOT_FIELDS = {**{name: {"model"} for name in catalog.METHODS}, "pretrain": {"gpus", "nodes", "gpu_slots"}}
-NOT_KEYS = {"msn": {"prior"}, "pmsn": {"prior"}}
+NOT_FIELDS = {**{name: {"model", "augment"} for name in catalog.METHODS}, "pretrain": {"gpus", "nodes", "gpu_slots"}}
+NOT_KEYS = {name: {"prior"} for name in ("msn", "pmsn", "swav", "pswav")}
 JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
@@ -150,14 +150,20 @@ def test_paper_config_lists_every_key_with_the_schema_default():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
 
     def check(value, spec, where):
+        override = spec.get("$ref") in ("#/$defs/method_model", "#/$defs/method_augment")
         spec = resolved(spec)
+        if override:  # a method's `model` / `augment`: only the keys it sets, as the schema's default
+            assert (value or {}) == spec["default"], where
+            return
         if spec.get("type") == "object" and "properties" in spec:
             if "default" in spec and spec["default"]:  # e.g. msn.model: only the keys it sets
                 assert value == spec["default"], where
                 return
-            assert set(value) == set(spec["properties"]), where
+            assert set(value) <= set(spec["properties"]), where
             for key, prop in spec["properties"].items():
-                check(value[key], prop, f"{where}.{key}")
+                overrides = prop.get("$ref") in ("#/$defs/method_model", "#/$defs/method_augment")
+                assert key in value or overrides, f"{where}.{key} is missing from config.yaml"
+                check(value.get(key), prop, f"{where}.{key}")
         else:
             assert value == pytest.approx(spec["default"]), where
 
@@ -182,8 +188,13 @@ def test_nested_command_line_strings_are_typed_by_the_schema():
         ({"subsets": {"imbalance_factors": [10, 0.5]}},
          "config error: subsets.imbalance_factors[1]: 0.5 is less than the minimum of 1"),
         ({"pretrain": {"batch_size": 1}}, "config error: pretrain.batch_size: 1 is less than the minimum of 2"),
-        ({"methods": ["simsam"]},
-         "config error: methods[0]: 'simsam' is not one of ['simsiam', 'simclr', 'msn', 'pmsn']"),
+        ({"methods": ["simsam"]}, f"config error: methods[0]: 'simsam' is not one of {list(catalog.METHODS)}"),
+        ({"pswav": {"tau": 0}}, "config error: pswav.tau: 0 is less than or equal to the minimum of 0"),
+        ({"byol": {"augment": {"blurr_p": [0.5]}}},
+         "config error: unknown key byol.augment.blurr_p (did you mean 'blur_p'?)"),
+        ({"dino": {"augment": {"solarize_p": [0.0, 1.5]}}},
+         "config error: dino.augment.solarize_p[1]: 1.5 is greater than the maximum of 1"),
+        ({"augment": {"blur_p": [-0.1]}}, "config error: augment.blur_p[0]: -0.1 is less than the minimum of 0"),
         ({"clustering": {"k": 0}}, "config error: clustering.k: 0 is less than the minimum of 1"),
         ({"msn": {"model": {"arch": "vit_huge"}}}, "config error: msn.model.arch: 'vit_huge' is not one of"),
     ],
@@ -236,34 +247,39 @@ def test_command_line_override_is_validated_too(workdir):
     assert "config error: subsets.imbalance_factors[0]: 0.5 is less than the minimum of 1" in result.stderr
 
 
+def expected_plan(subsets: int, clustered: int, k: int, methods: int = len(catalog.METHODS),
+                  prototype_methods: int = len(catalog.prototype_methods())) -> dict[str, int]:
+    """Jobs per rule of a run: every method pretrained on every subset; Experiment II on `clustered`
+    subsets (a base, its features and k-means, a random partition, k experts per partition, a
+    student per partition); every model evaluated; the prior measured on every subset but `full`
+    (and the prototype usage of the methods with prototypes there); the tables and figures, with
+    the accuracy-against-imbalance figures when there are two imbalance factors or more."""
+    prior_subsets = subsets - 1
+    swept = {"imbalance_table2": 1, "imbalance_table4": 1} if (subsets - 1) // 2 >= 2 else {}
+    return swept | {
+        "prepare_data": 1, "subsets": 1, "pretrain": subsets * methods, "evaluate": subsets * methods + 2 * clustered,
+        "base": clustered, "features": clustered, "cluster": clustered, "partition_random": clustered,
+        "expert": 2 * k * clustered, "distill": 2 * clustered, "prototype_usage": prior_subsets * prototype_methods,
+        "cluster_sizes": prior_subsets * methods, "prior_table": 1, "prior_figure": 1,
+        "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1, "table2_groups": 1, "table3_groups": 1,
+        "table4_groups": 1, "per_class_table": 1, "frequency_table2": 1, "frequency_table3": 1, "frequency_table4": 1,
+        "training_curves": subsets, "stage_curves": clustered, "figure1": 1, "figure3": clustered, "figure4": 1,
+    }
+
+
 def test_paper_config_plans_every_experiment(workdir):
     result = dry_run(workdir)
     assert result.returncode == 0, result.stderr
-    # 5 subsets x 4 methods pretrained; Experiment II on 2 subsets: 2 bases, 2 x 2 partitions x
-    # k=5 experts, 2 x 2 students; 20 + 4 evaluations; MSN/PMSN prototype usage on one subset;
-    # per experiment a table by class group and an accuracy-against-frequency figure, the
-    # per-class table, training curves of the 5 subsets and Experiment II's stages on 2.
-    assert job_counts(result.stdout) == {
-        "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 24,
-        "base": 2, "features": 2, "cluster": 2, "partition_random": 2, "expert": 20, "distill": 4,
-        "prototype_usage": 2, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1,
-        "table2_groups": 1, "table3_groups": 1, "table4_groups": 1, "per_class_table": 1,
-        "frequency_table2": 1, "frequency_table3": 1, "frequency_table4": 1, "training_curves": 5, "stage_curves": 2,
-        "figure1": 1, "figure3": 2, "figure4": 1,
-    }
+    # 5 subsets (p = 10, 100) x 9 methods; Experiment II on both imbalanced subsets with k = 5.
+    assert job_counts(result.stdout) == expected_plan(subsets=5, clustered=2, k=5)
 
 
 def test_demo_config_plans_every_experiment_small(workdir):
     result = dry_run(workdir, "--configfile", "config/demo.yaml")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout) == {
-        "prepare_data": 1, "subsets": 1, "pretrain": 20, "evaluate": 24,
-        "base": 2, "features": 2, "cluster": 2, "partition_random": 2, "expert": 8, "distill": 4,
-        "prototype_usage": 2, "table2": 1, "table3": 1, "table4": 1, "cluster_table": 1,
-        "table2_groups": 1, "table3_groups": 1, "table4_groups": 1, "per_class_table": 1,
-        "frequency_table2": 1, "frequency_table3": 1, "frequency_table4": 1, "training_curves": 5, "stage_curves": 2,
-        "figure1": 1, "figure3": 2, "figure4": 1,
-    }
+    # 3 subsets (p = 100) x 9 methods; Experiment II on imbalanced-p100 with k = 2.
+    assert job_counts(result.stdout) == expected_plan(subsets=3, clustered=1, k=2)
+    assert sum(expected_plan(subsets=3, clustered=1, k=2).values()) == 116  # + `all`: the 117 of the README
 
 
 def planned_jobs(workdir: Path, *args: str) -> list[dict[str, object]]:
@@ -356,7 +372,8 @@ def test_budget_mismatch_can_be_allowed(workdir):
         epochs[stage] = sorted({re.search(r"--epochs (\d+)", line).group(1) for line in jobs})
         epochs[stage + " jobs"] = len(jobs)
     assert epochs == {"base": ["40"], "base jobs": 2, "expert": ["100"], "expert jobs": 20,
-                      "distill": ["80"], "distill jobs": 4, "pretrain": ["300"], "pretrain jobs": 20}
+                      "distill": ["80"], "distill jobs": 4, "pretrain": ["300"],
+                      "pretrain jobs": 5 * len(catalog.METHODS)}
 
 
 def test_msn_pretrain_uses_its_own_model_section_and_no_prior_flag(workdir):
@@ -411,14 +428,34 @@ def test_pretrain_flags_parse_back_to_the_configured_settings(workdir, monkeypat
 
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     demo = yaml.safe_load((workdir / "config/demo.yaml").read_text())
+    # SimCLR's own augmentation recipe (simclr.augment) is merged over the global section
+    simclr_augment = {**config["simclr"].get("augment", {}), **demo.get("simclr", {}).get("augment", {})}
+    assert simclr_augment, "config.yaml gives SimCLR its own augmentation"
     for section, cls in [("pretrain", TrainSettings), ("model", ModelConfig),
                          ("augment", AugmentConfig), ("simclr", SimCLRConfig)]:
         expected = {key: value for key, value in {**config[section], **demo.get(section, {})}.items()
                     if key not in NOT_FIELDS.get(section, set())}
+        if section == "augment":
+            expected.update(simclr_augment)
         parsed = dataclasses.asdict(from_args(cls, args))
         assert parsed.keys() == expected.keys(), section
         for key, value in expected.items():
             assert parsed[key] == pytest.approx(value), f"{section}.{key}"
+
+    # ... and reaches the batched ops: their jitter ranges and blur draws are SimCLR's
+    import torch
+
+    from imbssl.data.augment import BatchAugment
+
+    augment = BatchAugment(from_args(AugmentConfig, args), mean=(0.5,) * 3, std=(0.25,) * 3, image_size=16)
+    params = augment.sample_params(20000, 16, 16, torch.Generator().manual_seed(0), view=0)
+    strengths = [simclr_augment[k] for k in ("brightness", "contrast", "saturation")]
+    factors = params.factors
+    for column, strength in enumerate(strengths):  # uniform on [1 - s, 1 + s]
+        assert factors[:, column].min() >= 1 - strength and factors[:, column].max() <= 1 + strength
+        assert factors[:, column].min() < 1 - 0.99 * strength and factors[:, column].max() > 1 + 0.99 * strength
+    assert factors[:, 3].abs().max() <= simclr_augment["hue"] and factors[:, 3].abs().max() > 0.99 * simclr_augment["hue"]
+    assert params.blur is not None and params.blur.float().mean() == pytest.approx(simclr_augment["blur_p"][0], abs=0.02)
 
 
 def test_plan_error_checks_the_epoch_budget_only_when_experiment_ii_runs():

@@ -1,3 +1,4 @@
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,3 +232,38 @@ def test_a_result_records_its_provenance_and_imbssl_provenance_prints_it(digits_
     # A model written without provenance (by an older imbssl) says so in one line.
     assert main(["provenance", str(model)]) == 2
     assert "records no provenance" in capsys.readouterr().err
+
+
+def test_the_test_transform_is_torchvisions_bicubic_resize_then_centre_crop():
+    """resize_crop is the reference's eval transform (Resize(int(32 * 8/7)) bicubic, CenterCrop(32)),
+    image by image as torchvision applies it; `none` is the plain centre crop of the stored image."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    from imbssl.data.augment import evaluation_view, resize_centre_crop
+
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    reference = v2.Compose([v2.Resize(36, interpolation=InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(32)])
+    batched = resize_centre_crop(images, 32)
+    assert batched.dtype == torch.uint8 and batched.shape == (5, 3, 32, 32)
+    assert torch.equal(batched, torch.stack([reference(image) for image in images]))
+    assert torch.equal(evaluation_view("resize_crop", 32)(images), batched)
+    assert not torch.equal(batched, images)  # it really resizes
+    assert torch.equal(evaluation_view("none", 32)(images), images)
+    # 224-px crops of a 256-px store: the shorter side is already int(224 * 8/7) = 256
+    stored = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    assert torch.equal(resize_centre_crop(stored, 224), stored[..., 16:240, 16:240])
+
+
+def test_a_resize_crop_of_images_of_unknown_shape_is_a_config_error():
+    import yaml
+
+    from imbssl.config_check import plan_error
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    config["dataset"].update(name="folder", root="data/x", image_size=None, store_size=None)
+    message = plan_error(config)
+    assert message.startswith("config error: evaluation.test_transform: resize_crop needs square images")
+    config["evaluation"]["test_transform"] = "none"
+    assert plan_error(config) is None or "test_transform" not in plan_error(config)
+    config["evaluation"]["test_transform"], config["dataset"]["store_size"] = "resize_crop", 36
+    assert plan_error(config) is None or "test_transform" not in plan_error(config)

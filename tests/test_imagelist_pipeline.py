@@ -20,6 +20,9 @@ OVERRIDES = {
                 "test_list": "data/lt/lists/test.txt", "extra_train_list": "data/lt/lists/extra.txt",
                 "class_names": "data/lt/lists/classes.txt", "store_size": 20, "image_size": 16},
     "subsets": {"profile": "given"},
+    # Every kind of method on this source (a baseline, a ViT with prototypes, SwAV's Sinkhorn); the
+    # demo itself runs all nine.
+    "methods": ["simsiam", "simclr", "pmsn", "swav"],
     "pretrain": {"epochs": 5, "batch_size": 64, "checkpoint_every": 2, "knn_every": 2},
     "simsiam": {"warmup_epochs": 1}, "simclr": {"warmup_epochs": 1},
     "msn": {"warmup_epochs": 1}, "pmsn": {"warmup_epochs": 1},

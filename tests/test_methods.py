@@ -44,9 +44,11 @@ def test_simsiam_heads_have_the_paper_shapes():
     assert m.make_optimizer(1024).param_groups[0]["lr"] == 0.03 * 4
 
 
-def test_simclr_projects_to_128_with_lars():
-    m = build_method("simclr", build_backbone("resnet18", 8))
-    assert m.projector[-1].out_features == 128
+def test_simclr_has_the_reference_head_and_lars():
+    """PatrickHua/SimSiam's projection_MLP: backbone -> hidden (= 512) -> 256, no BatchNorm."""
+    m = build_method("simclr", build_backbone("resnet18", 64))
+    assert layer_kinds(m.projector) == ["Linear", "ReLU", "Linear"]
+    assert [m.projector[0].in_features, m.projector[0].out_features, m.projector[-1].out_features] == [512, 512, 256]
     opt = m.make_optimizer(512)
     assert type(opt).__name__ == "LARS" and math.isclose(opt.param_groups[0]["lr"], 0.6)
 
@@ -75,7 +77,12 @@ def test_heads_have_the_layers_their_papers_give():
     assert SimSiamProjector(4, 8)[3].bias is None and SimSiamProjector(4, 8)[0].bias is None
     assert layer_kinds(SimSiamPredictor(8, 2)) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert SimSiamPredictor(8, 2)[3].bias is not None and SimSiamPredictor(8, 2)[3].out_features == 8
-    assert layer_kinds(SimCLRProjector(4, 8, 2)) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    # SimCLR: the reference's projection_MLP (no BatchNorm, biases kept); BN only when asked.
+    assert layer_kinds(SimCLRProjector(4, 8, 2)) == ["Linear", "ReLU", "Linear"]
+    assert all(layer.bias is not None for layer in SimCLRProjector(4, 8, 2) if isinstance(layer, torch.nn.Linear))
+    assert layer_kinds(SimCLRProjector(4, 8, 2, batch_norm=True)) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert [layer.out_features for layer in SimCLRProjector(512, 512, 256) if isinstance(layer, torch.nn.Linear)] == \
+        [512, 256]
     msn = MSNProjector(4, 8, 2)
     assert layer_kinds(msn) == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]
     assert [layer.out_features for layer in msn if isinstance(layer, torch.nn.Linear)] == [8, 8, 2]

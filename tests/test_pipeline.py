@@ -17,16 +17,40 @@ import pandas as pd
 import pytest
 
 from imbssl.cli import COMMANDS
+from imbssl.data.subsets import subset_names
+from imbssl.methods import catalog
+
+REPO = Path(__file__).resolve().parents[1]
 
 from helpers.repo import copy_repo, job_counts, snakemake
 
 pytestmark = pytest.mark.integration
 
-SUBSETS = ["imbalanced-p10", "balanced-p10", "imbalanced-p100", "balanced-p100", "full"]
-IMBALANCED = ["imbalanced-p10", "imbalanced-p100"]
 DEMO = ("--configfile", "config/demo.yaml")
 TRAINING_RULES = {"pretrain", "base", "features", "cluster", "partition_random", "expert", "distill",
-                  "prototype_usage"}
+                  "prototype_usage", "cluster_sizes"}
+
+
+def demo_config() -> dict:
+    """config.yaml with config/demo.yaml merged over it, as Snakemake merges them."""
+    import yaml
+
+    def merged(a, b):
+        return {**a, **{k: merged(a.get(k, {}), v) if isinstance(v, dict) else v for k, v in b.items()}}
+
+    return merged(yaml.safe_load((REPO / "config.yaml").read_text()),
+                  yaml.safe_load((REPO / "config/demo.yaml").read_text()))
+
+
+CONFIG = demo_config()
+METHODS = CONFIG["methods"]
+LABELS = [catalog.label(m) for m in METHODS]
+SUBSETS = subset_names(CONFIG["subsets"]["imbalance_factors"])
+IMBALANCED = CONFIG["clustering"]["subsets"]
+PRIOR_SUBSETS = [s for s in SUBSETS if s != "full"]
+PROTOTYPE_METHODS = catalog.prototype_methods(METHODS)
+K = CONFIG["clustering"]["k"]
+EVALUATED = len(SUBSETS) * len(METHODS) + len(IMBALANCED) * len(catalog.STUDENTS)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +80,34 @@ EXPERIMENT_II_VIEWS = {"table3": 1, "table3_groups": 1, "frequency_table3": 1}
 PRIOR_VIEWS = {"table4": 1, "table4_groups": 1, "frequency_table4": 1}
 PER_CLASS = {"per_class_table": 1}
 ALL_VIEWS = {**EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PRIOR_VIEWS, **PER_CLASS}
-# Training curves of the 5 subsets (every method's metrics.csv) and Experiment II's stages (2 subsets).
-CURVES = {"training_curves": 5}
-STAGES = {"stage_curves": 2}
+# What reads the cluster sizes and the prototype usage: the prior table and figure.
+PRIOR_MEASURED = {"prior_table": 1, "prior_figure": 1}
+# Training curves of every subset (every method's metrics.csv) and Experiment II's stages.
+CURVES = {"training_curves": len(SUBSETS)}
+STAGES = {"stage_curves": len(IMBALANCED)}
+
+
+def one_method_retrained(method: str) -> dict[str, int]:
+    """What a change to one method's own settings reruns: its models on every subset, their
+    evaluations and prior measurements, and every view that reads them."""
+    info = catalog.METHODS[method]
+    counts = {"pretrain": len(SUBSETS), "evaluate": len(SUBSETS), "cluster_sizes": len(PRIOR_SUBSETS),
+              **PRIOR_VIEWS, **PER_CLASS, **CURVES, **PRIOR_MEASURED}
+    if "table2" in info.tables:
+        counts.update(EXPERIMENT_I_VIEWS)
+    if "table3" in info.tables:
+        counts.update(EXPERIMENT_II_VIEWS)
+    if info.prototypes:
+        counts.update({"prototype_usage": len(PRIOR_SUBSETS), "figure4": 1})
+    return counts
+
+
+def test_the_demo_runs_every_method_of_the_catalog():
+    assert METHODS == list(catalog.METHODS)
 
 
 def test_table2_has_both_baselines_on_every_subset(demo):
     csv = table(demo, "table2")
-    assert len(csv) == 10
     assert set(zip(csv.subset, csv.method)) == {(s, m) for s in SUBSETS for m in ("SimSiam", "SimCLR")}
     assert csv.top1_mean.between(0, 100).all() and csv.top1_mean.notna().all()
     assert (csv.seeds == 1).all() and (csv.top1_std == 0).all()  # the demo's one seed
@@ -71,7 +115,7 @@ def test_table2_has_both_baselines_on_every_subset(demo):
 
 def test_group_tables_split_every_imbalanced_subset_into_head_medium_tail(demo):
     csv = table(demo, "table2_groups")
-    assert len(csv) == 10 * 2  # subsets x methods, linear probe and kNN
+    assert len(csv) == len(SUBSETS) * 2 * 2  # subsets x methods, linear probe and kNN
     assert set(csv.probe) == {"linear", "knn"}
     grouped = csv[csv.subset != "full"]  # balanced-pX takes its imbalanced twin's groups
     for column in ("head_mean", "medium_mean", "tail_mean", "balancedness_mean", "worst_mean"):
@@ -86,14 +130,14 @@ def test_per_class_table_has_every_class_of_every_run(demo):
     import numpy as np
 
     csv = table(demo, "per_class")
-    assert len(csv) == 24 * 10  # every evaluated run (24) x the 10 digit classes
+    assert len(csv) == EVALUATED * 10  # every evaluated run x the 10 digit classes
     imbalanced = csv[(csv.subset == "imbalanced-p100") & (csv.method == "SimSiam")].sort_values("class")
     labels = pd.read_csv(demo / "results/subsets/imbalanced-p100.csv")["label"]
     assert imbalanced.train_images.tolist() == np.bincount(labels, minlength=10).tolist()
     assert imbalanced.group.tolist()[:4] == ["head"] * 4 and imbalanced.group.tolist()[-3:] == ["tail"] * 3
 
 
-def test_table3_has_the_four_methods_on_both_imbalanced_subsets(demo):
+def test_table3_has_the_four_methods_on_the_imbalanced_subsets(demo):
     csv = table(demo, "table3")
     methods = ("SimCLR", "SimSiam", "SimSiam+C+D", "SimSiam+D")
     assert sorted(zip(csv.subset, csv.method)) == sorted((s, m) for s in IMBALANCED for m in methods)
@@ -104,20 +148,53 @@ def test_table3_has_the_four_methods_on_both_imbalanced_subsets(demo):
     assert "n/a" not in results_table
 
 
-def test_table4_compares_msn_and_pmsn_with_simsiam_on_every_subset(demo):
+def test_table4_has_every_method_on_every_subset_with_its_imbalance_gap(demo):
     csv = table(demo, "table4")
-    assert set(zip(csv.subset, csv.method)) == {(s, m) for s in SUBSETS for m in ("MSN", "PMSN", "SimSiam")}
+    assert set(zip(csv.subset, csv.method)) == {(s, m) for s in SUBSETS for m in LABELS}
     assert csv.top1_mean.between(0, 100).all()
+    gaps = table(demo, "table4_differences")
+    assert sorted(zip(gaps.subset_a, gaps.subset_b, gaps.method_a)) == sorted(
+        (s, s.replace("imbalanced-", "balanced-"), m) for s in SUBSETS if s.startswith("imbalanced-") for m in LABELS)
+    md = (demo / "results/tables/table4.md").read_text()
+    assert "| Subset | N | " + " | ".join(LABELS) + " |" in md and "**Paired differences**" in md
+
+
+def test_every_method_trained_without_collapse_and_above_chance(demo):
+    """The demo's models: no collapse (result files and tables), kNN above chance (10 classes)."""
+    import json
+
+    assert (table(demo, "table4").collapsed == 0).all()
+    for method in METHODS:
+        for subset in SUBSETS:
+            result = json.loads((demo / f"results/eval/{subset}/{method}/seed0.json").read_text())
+            assert result["collapsed"] is False, (method, subset)
+        metrics = pd.read_csv(demo / f"results/pretrain/imbalanced-p100/{method}/seed0/metrics.csv")
+        assert metrics.knn_top1.dropna().iloc[-1] > 15, method  # chance is 10%
+
+
+def test_the_prior_table_and_figure_measure_every_method(demo):
+    csv = table(demo, "prior")
+    assert set(zip(csv.subset, csv.method)) == {(s, m) for s in PRIOR_SUBSETS for m in LABELS}
+    assert csv.cluster_entropy_mean.between(0, 1).all() and csv.nmi_mean.between(0, 1).all()
+    imbalanced = csv[csv.subset.str.startswith("imbalanced-")]
+    balanced = csv[csv.subset.str.startswith("balanced-")]
+    assert (imbalanced.class_entropy < 0.95).all() and (balanced.class_entropy > 0.99).all()
+    prototypes = {catalog.label(m) for m in PROTOTYPE_METHODS}
+    assert csv[csv.method.isin(prototypes)].usage_entropy_mean.notna().all()
+    assert csv[~csv.method.isin(prototypes)].usage_entropy_mean.isna().all()
+    png = demo / "results/figures/prior_cluster_sizes.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_cluster_table_has_nmi_of_both_partitions(demo):
     csv = table(demo, "clusters")
     assert set(zip(csv.subset, csv.kind)) == {(s, k) for s in IMBALANCED for k in ("kmeans", "random")}
     assert csv.nmi.between(0, 1).all() and (csv.k == 2).all() and (csv.normalize == "none").all()
-    # Each expert's steps, from its own metrics.csv: 10 epochs x (cluster size // min(batch, size)).
+    # Each expert's steps, from its own metrics.csv: expert epochs x (cluster size // min(batch, size)).
+    epochs, batch = CONFIG["clustering"]["expert_epochs"], CONFIG["pretrain"]["batch_size"]
     for row in csv.itertuples():
         sizes = [int(s) for s in row.sizes.split(" / ")]
-        assert row.expert_steps == " / ".join(str(10 * (n // min(128, n))) for n in sizes)
+        assert row.expert_steps == " / ".join(str(epochs * (n // min(batch, n))) for n in sizes)
     # Both partitions of a subset have the same part sizes (the +D ablation copies them).
     for _, group in csv.groupby("subset"):
         assert group.sizes.nunique() == 1
@@ -126,7 +203,8 @@ def test_cluster_table_has_nmi_of_both_partitions(demo):
 def test_paired_differences_follow_tables_2_and_3(demo):
     gaps = table(demo, "table2_differences")
     assert sorted(zip(gaps.subset_a, gaps.subset_b, gaps.method_a)) == sorted(
-        (f"imbalanced-p{p}", f"balanced-p{p}", m) for p in (10, 100) for m in ("SimSiam", "SimCLR"))
+        (s, s.replace("imbalanced-", "balanced-"), m) for s in PRIOR_SUBSETS if s.startswith("imbalanced-")
+        for m in ("SimSiam", "SimCLR"))
     gains = table(demo, "table3_differences")
     assert sorted(zip(gains.subset_a, gains.method_a, gains.method_b)) == sorted(
         (s, m, "SimSiam") for s in IMBALANCED for m in ("SimSiam+C+D", "SimSiam+D"))
@@ -134,15 +212,14 @@ def test_paired_differences_follow_tables_2_and_3(demo):
     t3 = table(demo, "table3").set_index(["subset", "method"]).top1_mean
     for row in gains.itertuples():
         assert row.mean == pytest.approx(t3[(row.subset_a, row.method_a)] - t3[(row.subset_b, row.method_b)], abs=1e-3)
-    assert "| SimSiam+C+D on imbalanced-p10 | SimSiam on imbalanced-p10 | 1 |" in \
+    assert f"| SimSiam+C+D on {IMBALANCED[0]} | SimSiam on {IMBALANCED[0]} | 1 |" in \
         (demo / "results/tables/table3.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["figure1_class_distribution", "figure3_imbalanced-p10",
-                                  "figure3_imbalanced-p100", "figure4_prototype_usage",
+@pytest.mark.parametrize("name", ["figure1_class_distribution", "figure3_imbalanced-p100", "figure4_prototype_usage",
                                   "accuracy_vs_frequency_table2", "accuracy_vs_frequency_table3",
                                   "accuracy_vs_frequency_table4", "curves/imbalanced-p100",
-                                  "curves/experiment2_imbalanced-p10"])
+                                  "curves/experiment2_imbalanced-p100", "prior_cluster_sizes"])
 def test_figures_are_written_as_png_and_pdf(demo, name):
     png, pdf = (demo / "results/figures" / f"{name}.{ext}" for ext in ("png", "pdf"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -153,7 +230,9 @@ def test_prototype_usage_counts_every_image_of_the_subset(demo):
     import json
 
     n = len(pd.read_csv(demo / "results/subsets/imbalanced-p100.csv"))
-    for method, prior in (("msn", "uniform"), ("pmsn", "powerlaw")):
+    priors = {"msn": "uniform", "pmsn": "powerlaw", "swav": "uniform", "pswav": "powerlaw", "dino": "uniform"}
+    assert set(PROTOTYPE_METHODS) == set(priors)
+    for method, prior in priors.items():
         usage = json.loads((demo / f"results/prototypes/imbalanced-p100/{method}/seed0.json").read_text())
         assert usage["prior"] == prior and sum(usage["counts"]) == n == usage["num_images"]
 
@@ -188,7 +267,7 @@ def test_the_same_settings_through_another_invocation_rerun_nothing(demo):
     nothing_to_do(demo, "--configfile", str(shuffled))
     # Values already set, repeated on the command line (an integer where the file has a float,
     # a schema default spelled out).
-    nothing_to_do(demo, *DEMO, "--config", "pretrain={epochs: 20, batch_size: 128}", "evaluation={lr: 30}",
+    nothing_to_do(demo, *DEMO, "--config", "pretrain={epochs: 12, batch_size: 128}", "evaluation={lr: 30}",
                   "augment={crop_max_scale: 1}", "seeds=[0]")
 
 
@@ -199,9 +278,9 @@ def test_where_jobs_run_reruns_nothing(demo):
 
 
 def test_evaluation_settings_rerun_evaluations_and_tables_only(demo):
-    assert planned(demo, "--config", "evaluation={epochs: 5}") == {"evaluate": 24, **ALL_VIEWS}
+    assert planned(demo, "--config", "evaluation={epochs: 5}") == {"evaluate": EVALUATED, **ALL_VIEWS}
     # the reference protocol (augmented probe) instead of the demo's precomputed features: no training
-    assert planned(demo, "--config", "evaluation={augment: true}") == {"evaluate": 24, **ALL_VIEWS}
+    assert planned(demo, "--config", "evaluation={augment: true}") == {"evaluate": EVALUATED, **ALL_VIEWS}
 
 
 def test_the_expert_step_threshold_rewrites_the_cluster_table_only(demo):
@@ -209,15 +288,19 @@ def test_the_expert_step_threshold_rewrites_the_cluster_table_only(demo):
 
 
 def test_the_student_init_reruns_the_students_only(demo):
+    students = len(IMBALANCED) * len(catalog.STUDENTS)
     assert planned(demo, "--config", "clustering={distill: {init: scratch}}") == {
-        "distill": 4, "evaluate": 4, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES}
+        "distill": students, "evaluate": students, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES}
 
 
-# Experiment II from the clusters on (demo: 2 subsets, k = 2, both partitions, one seed).
-EXPERIMENT_II_AFTER_CLUSTERING = {"cluster": 2, "partition_random": 2, "expert": 8, "distill": 4, "evaluate": 4,
-                                  **EXPERIMENT_II_VIEWS, **PER_CLASS, "cluster_table": 1, "figure3": 2, **STAGES}
-FIGURES = {"figure1": 1, "figure3": 2, "figure4": 1, "frequency_table2": 1, "frequency_table3": 1,
-           "frequency_table4": 1, **CURVES, **STAGES}
+# Experiment II from the clusters on: per clustered subset one k-means, one random partition,
+# k experts of each partition, a student of each, evaluated.
+EXPERIMENT_II_AFTER_CLUSTERING = {"cluster": len(IMBALANCED), "partition_random": len(IMBALANCED),
+                                  "expert": 2 * K * len(IMBALANCED), "distill": 2 * len(IMBALANCED),
+                                  "evaluate": 2 * len(IMBALANCED), **EXPERIMENT_II_VIEWS, **PER_CLASS,
+                                  "cluster_table": 1, "figure3": len(IMBALANCED), **STAGES}
+FIGURES = {"figure1": 1, "figure3": len(IMBALANCED), "figure4": 1, "frequency_table2": 1, "frequency_table3": 1,
+           "frequency_table4": 1, "prior_figure": 1, **CURVES, **STAGES}
 
 
 def test_plot_settings_redraw_figures_only(demo):
@@ -235,13 +318,51 @@ def test_group_settings_rewrite_the_class_tables_and_figures_only(demo, override
 
 
 def test_a_simclr_setting_retrains_simclr_and_what_depends_on_it(demo):
-    assert planned(demo, "--config", "simclr={temperature: 0.2}") == {
-        "pretrain": 5, "evaluate": 5, **EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PER_CLASS, **CURVES}
+    assert planned(demo, "--config", "simclr={temperature: 0.2}") == one_method_retrained("simclr")
+
+
+@pytest.mark.parametrize("override", ["swav={temperature: 0.2}", "swav={augment: {blur_p: [0.2]}}"])
+def test_a_swav_setting_or_augmentation_retrains_swav_only(demo, override):
+    """A method's own section, its augmentation recipe included, reruns that method alone
+    (power-law SwAV's section inherits swav's in config.yaml, but is its own section)."""
+    counts = planned(demo, "--config", override)
+    assert counts == one_method_retrained("swav")
+    assert counts["pretrain"] == len(SUBSETS)  # not pswav's
+
+
+def test_the_prior_measurement_settings_rerun_the_measurement_only(demo):
+    assert planned(demo, "--config", "prior_clusters={n_init: 2}") == {"cluster_sizes": len(PRIOR_SUBSETS) * len(METHODS),
+                                                                       **PRIOR_MEASURED}
 
 
 @pytest.mark.parametrize("override", ["clustering={n_init: 2}", "clustering={normalize: l2}"])
 def test_a_clustering_setting_reruns_experiment_ii_from_the_clusters_on(demo, override):
     assert planned(demo, "--config", override) == EXPERIMENT_II_AFTER_CLUSTERING
+
+
+def test_the_test_view_reruns_evaluations_and_tables_only(demo):
+    """evaluation.test_transform changes the images evaluation sees, never what was trained."""
+    assert planned(demo, "--config", "evaluation={test_transform: none}") == {"evaluate": EVALUATED, **ALL_VIEWS}
+
+
+def test_what_k_means_sees_reruns_experiment_ii_from_the_features_on(demo):
+    """The base model is kept; its features, the clusters and everything after them rerun."""
+    assert planned(demo, "--config", "clustering={features: projector}") == {
+        "features": len(IMBALANCED), **EXPERIMENT_II_AFTER_CLUSTERING}
+
+
+def test_the_regression_target_reruns_the_students_only(demo):
+    students = len(IMBALANCED) * len(catalog.STUDENTS)
+    assert planned(demo, "--config", "clustering={distill: {target: projector}}") == {
+        "distill": students, "evaluate": students, **EXPERIMENT_II_VIEWS, **PER_CLASS, **STAGES}
+
+
+def test_one_schedule_over_the_stages_reruns_experiment_ii_from_the_base_on(demo):
+    """A continuous schedule changes how the base trains (its cosine runs over the whole budget):
+    the base and all that follows it rerun, Experiment I's models do not."""
+    counts = planned(demo, "--config", "clustering={schedule: continuous}")
+    assert counts == {"base": len(IMBALANCED), "features": len(IMBALANCED), **EXPERIMENT_II_AFTER_CLUSTERING}
+    assert "pretrain" not in counts
 
 
 @dataclass(frozen=True)
@@ -306,11 +427,12 @@ def test_a_comment_edit_reruns_nothing_and_a_code_edit_reruns_evaluations_not_tr
 # Modules across the layers; what an edit to each reruns is derived, not listed: the jobs whose
 # command imports the module (their code params change) and everything built on their outputs,
 # which is what Snakemake plans when exactly those jobs are forced (`--forcerun` their outputs).
-EDITED_MODULES = ["imbssl.methods.simclr", "imbssl.methods.msn", "imbssl.methods.simsiam", "imbssl.methods.distill",
-                  "imbssl.methods.prototypes", "imbssl.training.loop", "imbssl.training.distill",
-                  "imbssl.clustering.partitions", "imbssl.evaluation.features", "imbssl.data.subsets",
-                  "imbssl.reporting.tables", "imbssl.reporting.per_class", "imbssl.reporting.analysis",
-                  "imbssl.reporting.figures", "imbssl.reporting.frequency", "imbssl.reporting.curves"]
+EDITED_MODULES = ["imbssl.methods.simclr", "imbssl.methods.msn", "imbssl.methods.simsiam", "imbssl.methods.swav",
+                  "imbssl.methods.ema", "imbssl.methods.distill", "imbssl.methods.prototypes", "imbssl.training.loop",
+                  "imbssl.training.distill", "imbssl.clustering.partitions", "imbssl.clustering.prior",
+                  "imbssl.evaluation.features", "imbssl.data.subsets", "imbssl.reporting.tables",
+                  "imbssl.reporting.per_class", "imbssl.reporting.analysis", "imbssl.reporting.figures",
+                  "imbssl.reporting.frequency", "imbssl.reporting.curves", "imbssl.reporting.prior"]
 
 
 @pytest.fixture(scope="module")
@@ -329,11 +451,12 @@ def test_a_code_edit_reruns_exactly_the_jobs_that_run_the_module(demo, demo_jobs
 
 
 def test_an_edit_to_one_method_reruns_that_method_only(demo, demo_jobs):
-    """An anchor for the derivation above, counted by hand: SimCLR's module retrains its 5 models,
-    their evaluations and the views that read them, nothing of the other methods."""
+    """An anchor for the derivation above, counted by hand: SimCLR's module retrains its models on
+    every subset, their evaluations and prior measurements and the views that read them, nothing of
+    the other methods."""
     counts = rerun_after_editing(demo, "imbssl.methods.simclr")
-    assert counts == {"pretrain": 5, "evaluate": 5, **EXPERIMENT_I_VIEWS, **EXPERIMENT_II_VIEWS, **PER_CLASS,
-                      **CURVES}
+    assert counts == one_method_retrained("simclr")
+    assert counts["pretrain"] == len(SUBSETS) == 3
 
 
 def test_report_holds_every_table_and_figure(demo):
@@ -341,13 +464,14 @@ def test_report_holds_every_table_and_figure(demo):
     assert done.returncode == 0, done.stderr[-4000:]
     html = (demo / "results/report.html").read_text()
     for name in ("table2.csv", "table2.md", "table3.csv", "table3.md", "table4.csv", "table4.md",
-                 "clusters.csv", "clusters.md", "figure1_class_distribution.png", "figure3_imbalanced-p10.png",
+                 "clusters.csv", "clusters.md", "figure1_class_distribution.png", "prior.csv", "prior.md",
                  "figure3_imbalanced-p100.png", "figure4_prototype_usage.png", "table2_groups.md", "table3_groups.md",
+                 "prior_cluster_sizes.png",
                  "table4_groups.md", "per_class.csv", "per_class.md", "accuracy_vs_frequency_table2.png",
                  "accuracy_vs_frequency_table3.png", "accuracy_vs_frequency_table4.png",
                  "experiment2_imbalanced-p100.png", *(f"curves/{subset}.png" for subset in SUBSETS)):
         assert name in html, name
-    for category in ("Experiment I", "Experiment II", "Power-law prior", "Per class", "Training curves"):
+    for category in ("Experiment I", "Experiment II", "Hidden uniform prior", "Per class", "Training curves"):
         assert f'"{category}"' in html, category
 
 

@@ -164,3 +164,26 @@ def test_an_unknown_prior_is_refused():
     # The schema and argparse's choices let only uniform and powerlaw through.
     with pytest.raises(ValueError, match="unknown prior 'zipf'"):
         build_method("swav", build_backbone("resnet10", 4, 16), prior="zipf")
+
+
+@pytest.mark.parametrize("name", ["swav", "pswav"])
+def test_prototype_usage_counts_each_image_at_its_nearest_prototype(name):
+    """Usage: an image goes to the prototype its projection is most similar to (cosine); the prior
+    expects 1/K of the images per prototype (swav) or the power law (pswav)."""
+    from imbssl.methods.prototypes import expected_usage, prototype_usage
+
+    torch.manual_seed(0)
+    method = build_method(name, build_backbone("resnet10", 4, 16), proj_hidden_dim=16, proj_dim=8,
+                          num_prototypes=3, tau=1.0).eval()
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    mean, std = [0.5] * 3, [0.25] * 3
+    from imbssl.data.augment import normalize
+
+    with torch.no_grad():
+        z = torch.nn.functional.normalize(method.projector(method.backbone(normalize(images, mean, std))), dim=1)
+        method.prototypes.copy_(torch.stack([z[1], z[0], -z[0]]))  # image a -> prototype 1, b -> 0, none -> 2
+    counts = prototype_usage(method, images[[0, 0, 1]], mean, std, batch_size=2)
+    assert counts.tolist() == [1, 2, 0]
+    expected = expected_usage(method, 6)
+    assert expected == (pytest.approx([2.0, 2.0, 2.0]) if name == "swav" else
+                        pytest.approx([6 / (1 + 1 / 2 + 1 / 3) / k for k in (1, 2, 3)]))

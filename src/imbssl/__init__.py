@@ -1,6 +1,6 @@
 """imbssl: measure and fix what class imbalance does to self-supervised pretraining."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class UserError(Exception):

@@ -111,7 +111,7 @@ def _training_inputs(p):
 def _args_pretrain(p, argv):
     from imbssl.data.augment import AugmentConfig
     from imbssl.models.backbones import ModelConfig
-    from imbssl.training.loop import TrainSettings
+    from imbssl.training.loop import StageSchedule, TrainSettings
 
     _training_inputs(p)
     p.add_argument("--init", default=None, help="model.pt to start from (experts start from the base model)")
@@ -119,6 +119,7 @@ def _args_pretrain(p, argv):
                    help="with --init, also copy the method's heads (not only the backbone)")
     _add_method_flags(p, argv, list(catalog.METHODS))
     add_flags(p, TrainSettings, "training (config section `pretrain`)")
+    add_flags(p, StageSchedule, "a stage of a longer schedule (Experiment II, clustering.schedule)")
     add_flags(p, ModelConfig, "model (config section `model`, or the method's `model`)")
     add_flags(p, AugmentConfig, "augmentation (config section `augment`)")
 
@@ -127,20 +128,20 @@ def _cmd_pretrain(args):
     from imbssl.data.augment import AugmentConfig
     from imbssl.methods.registry import get_method
     from imbssl.models.backbones import ModelConfig
-    from imbssl.training.loop import TrainSettings
+    from imbssl.training.loop import StageSchedule, TrainSettings
     from imbssl.training.pretrain import pretrain
 
     return pretrain(method=args.method, method_config=from_args(get_method(args.method)[1], args),
                     train_data=args.train_data, test_data=args.test_data, subset=args.subset, out_dir=args.out_dir,
                     seed=args.seed, settings=from_args(TrainSettings, args), model=from_args(ModelConfig, args),
                     augment=from_args(AugmentConfig, args), init=args.init, init_heads=args.init_heads,
-                    provenance=args.provenance)
+                    provenance=args.provenance, stage=from_args(StageSchedule, args))
 
 
 def _args_distill(p, argv):
     from imbssl.data.augment import AugmentConfig
     from imbssl.methods.distill import DistillConfig
-    from imbssl.training.loop import TrainSettings
+    from imbssl.training.loop import StageSchedule, TrainSettings
 
     _training_inputs(p)
     p.add_argument("--base", required=True, help="base model.pt")
@@ -148,6 +149,7 @@ def _args_distill(p, argv):
     p.add_argument("--clusters", required=True, help="assignments.csv of the partition the experts used")
     add_flags(p, DistillConfig, "distillation (config section `clustering.distill`)")
     add_flags(p, TrainSettings, "training (config section `pretrain`)")
+    add_flags(p, StageSchedule, "a stage of a longer schedule (Experiment II, clustering.schedule)")
     add_flags(p, AugmentConfig, "augmentation (config section `augment`)")
 
 
@@ -155,12 +157,12 @@ def _cmd_distill(args):
     from imbssl.data.augment import AugmentConfig
     from imbssl.methods.distill import DistillConfig
     from imbssl.training.distill import distill
-    from imbssl.training.loop import TrainSettings
+    from imbssl.training.loop import StageSchedule, TrainSettings
 
     return distill(args.base, args.experts, args.clusters, args.train_data, args.test_data, args.subset,
                    args.out_dir, args.seed, config=from_args(DistillConfig, args),
                    settings=from_args(TrainSettings, args), augment=from_args(AugmentConfig, args),
-                   provenance=args.provenance)
+                   provenance=args.provenance, stage=from_args(StageSchedule, args))
 
 
 # --- evaluation and clustering -----------------------------------------------------------------
@@ -192,19 +194,21 @@ def _cmd_evaluate(args):
 
 
 def _args_features(p, argv):
-    from imbssl.evaluation.features import FeatureSettings
+    from imbssl.evaluation.features import FeatureOutput, FeatureSettings
 
     p.add_argument("--model", required=True)
     p.add_argument("--train-data", required=True)
     p.add_argument("--subset", required=True)
     p.add_argument("--out", required=True)
     add_flags(p, FeatureSettings, "features")
+    add_flags(p, FeatureOutput, "what k-means sees (clustering.features)")
 
 
 def _cmd_features(args):
-    from imbssl.evaluation.features import FeatureSettings, write_features
+    from imbssl.evaluation.features import FeatureOutput, FeatureSettings, write_features
 
-    write_features(args.model, args.train_data, args.subset, args.out, from_args(FeatureSettings, args))
+    write_features(args.model, args.train_data, args.subset, args.out, from_args(FeatureSettings, args),
+                   from_args(FeatureOutput, args))
 
 
 def _partition_args(p):
@@ -246,6 +250,8 @@ def _args_prototype_usage(p, argv):
     p.add_argument("--model", required=True)
     p.add_argument("--train-data", required=True)
     p.add_argument("--subset", required=True)
+    p.add_argument("--subset-name", default="", help="the subset's name, recorded in the file")
+    p.add_argument("--seed", type=int, default=0, help="the model's training seed, recorded in the file")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     _add_method_flags(p, argv, [name for name, info in catalog.METHODS.items() if info.prototypes])
@@ -256,7 +262,32 @@ def _cmd_prototype_usage(args):
     from imbssl.methods.registry import get_method
 
     write_usage(args.model, args.train_data, args.subset, args.out, from_args(get_method(args.method)[1], args),
-                device=args.device)
+                device=args.device, subset_name=args.subset_name, seed=args.seed)
+
+
+def _args_cluster_sizes(p, argv):
+    from imbssl.clustering.prior import PriorClusterSettings
+
+    p.add_argument("--model", required=True, help="model.pt of a pretrain job")
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--subset", required=True, help="the subset CSV the model was pretrained on")
+    p.add_argument("--subset-name", required=True)
+    p.add_argument("--method", required=True, help="the model's method (config name), recorded in the file")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed (the model's training seed)")
+    p.add_argument("--out", required=True)
+    add_flags(p, PriorClusterSettings, "k-means of the prior measurement (config section `prior_clusters`)")
+    from imbssl.evaluation.features import FeatureSettings
+
+    add_flags(p, FeatureSettings, "features")
+
+
+def _cmd_cluster_sizes(args):
+    from imbssl.clustering.prior import PriorClusterSettings, measure_cluster_sizes
+    from imbssl.evaluation.features import FeatureSettings
+
+    measure_cluster_sizes(args.model, args.train_data, args.subset, args.subset_name, args.method, args.seed,
+                          args.out, from_args(PriorClusterSettings, args), from_args(FeatureSettings, args),
+                          provenance=args.provenance)
 
 
 # --- tables and figures ------------------------------------------------------------------------
@@ -399,6 +430,44 @@ def _cmd_figure_frequency(args):
                                  from_args(AnalysisSettings, args))
 
 
+def _args_prior_table(p, argv):
+    p.add_argument("--clusters", nargs="+", required=True, help="cluster-sizes JSONs")
+    p.add_argument("--usage", nargs="*", default=[], help="prototype-usage JSONs of the methods with prototypes")
+    _table_outputs(p)
+
+
+def _cmd_prior_table(args):
+    from imbssl.reporting.prior import write_prior_table
+
+    write_prior_table(args.clusters, args.usage, args.out_csv, args.out_md, args.title)
+
+
+def _args_figure_prior(p, argv):
+    p.add_argument("--clusters", nargs="+", required=True, help="cluster-sizes JSONs")
+    _figure_outputs(p)
+
+
+def _cmd_figure_prior(args):
+    from imbssl.reporting.plotting import PlotSettings
+    from imbssl.reporting.prior import figure_prior_clusters
+
+    figure_prior_clusters(args.clusters, args.out, args.title, from_args(PlotSettings, args))
+
+
+def _args_figure_imbalance(p, argv):
+    _results_and_subsets(p)
+    _figure_outputs(p)
+
+
+def _cmd_figure_imbalance(args):
+    from imbssl.reporting.analysis import AnalysisSettings
+    from imbssl.reporting.plotting import PlotSettings
+    from imbssl.reporting.sweep import figure_accuracy_vs_imbalance
+
+    figure_accuracy_vs_imbalance(args.results, args.subsets, args.out, args.title, from_args(PlotSettings, args),
+                                 from_args(AnalysisSettings, args))
+
+
 def _args_figure_curves(p, argv):
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.csv of each training job")
     p.add_argument("--labels", nargs="+", required=True, help="a name per metrics file (column titles)")
@@ -507,6 +576,8 @@ COMMANDS: dict[str, Command] = {
                        _args_distill, _cmd_distill),
     "prototype-usage": Command("how many images each prototype of a model wins", "imbssl.evaluation.prototypes",
                                _args_prototype_usage, _cmd_prototype_usage),
+    "cluster-sizes": Command("k-means (K = classes) of a model's features: the cluster sizes they imply",
+                             "imbssl.clustering.prior", _args_cluster_sizes, _cmd_cluster_sizes),
     "table": Command("mean/std over seeds of result JSONs as CSV + Markdown", "imbssl.reporting.tables",
                      _args_table, _cmd_table),
     "cluster-table": Command("cluster sizes and NMI/ARI of every partition", "imbssl.reporting.tables",
@@ -523,6 +594,12 @@ COMMANDS: dict[str, Command] = {
                                  _args_figure_prototypes, _cmd_figure_prototypes),
     "figure-frequency": Command("per-class accuracy against the class's training images", "imbssl.reporting.frequency",
                                 _args_figure_frequency, _cmd_figure_frequency),
+    "prior-table": Command("implied cluster sizes and prototype usage against the class sizes, per method",
+                           "imbssl.reporting.prior", _args_prior_table, _cmd_prior_table),
+    "figure-prior": Command("sorted cluster sizes of every method against the class sizes", "imbssl.reporting.prior",
+                            _args_figure_prior, _cmd_figure_prior),
+    "figure-imbalance": Command("top-1 (all, head, medium, tail) against the imbalance factor, with the gap",
+                                "imbssl.reporting.sweep", _args_figure_imbalance, _cmd_figure_imbalance),
     "figure-curves": Command("loss, kNN monitor and output std per epoch of training jobs", "imbssl.reporting.curves",
                              _args_figure_curves, _cmd_figure_curves),
     "figure-stages": Command("Experiment II's training curves: base -> experts -> student", "imbssl.reporting.curves",

@@ -191,7 +191,7 @@ def plan_error(config: dict) -> str | None:
             return (f"config error: {' + '.join(BUDGET_KEYS)} = {' + '.join(map(str, epochs))} = {sum(epochs)} "
                     f"but pretrain.epochs = {config['pretrain']['epochs']}: make them equal (the baselines' "
                     f"budget) or set clustering.allow_budget_mismatch: true ({FIX})")
-    launch = launch_error(config) or augment_error(config["augment"])
+    launch = launch_error(config) or augment_error(config["augment"]) or method_augment_error(config)
     if launch is not None:
         return launch
     warmup = warmup_error(config)
@@ -256,6 +256,11 @@ def dataset_plan_error(config: dict) -> str | None:
     crop = crop_size_error(dataset["image_size"], dataset["store_size"])
     if crop is not None:
         return f"config error: {crop} ({FIX})"
+    if (config["evaluation"]["test_transform"] == "resize_crop" and dataset["name"] in ("folder", "imagelist")
+            and dataset["store_size"] is None and dataset["image_size"] is None):
+        return (f"config error: evaluation.test_transform: resize_crop needs square images, but dataset.name: "
+                f"{dataset['name']} keeps the files' own sizes; set dataset.store_size (stored square) or "
+                f"evaluation.test_transform: none ({FIX})")
     if profile == GIVEN and dataset["name"] not in ("imagelist", "folder"):
         return (f"config error: subsets.profile: given takes the train split as it is, but dataset.name: "
                 f"{dataset['name']} is balanced; use exponential or step, or an imagelist with a long-tailed "
@@ -352,20 +357,39 @@ def augment_error(augment: dict, where: str = "augment") -> str | None:
     return None
 
 
+def method_augment_error(config: dict) -> str | None:
+    """Each configured method's augmentations: its `augment` subsection merged over `augment`."""
+    for method in config["methods"]:
+        override = config[method].get("augment", {})
+        if override:
+            message = augment_error({**config["augment"], **override}, f"{method}.augment")
+            if message:
+                return message
+    return None
+
+
 def warmup_error(config: dict) -> str | None:
-    """A warm-up as long as the job it belongs to would leave nothing of the cosine schedule."""
+    """A warm-up as long as the job it belongs to would leave nothing of the cosine schedule. Under
+    `clustering.schedule: continuous` Experiment II has one warm-up, the base's, which must end
+    within the base stage."""
     clustering = config["clustering"]
     jobs = [(f"{method}.warmup_epochs", config[method]["warmup_epochs"], "pretrain.epochs",
              config["pretrain"]["epochs"]) for method in config["methods"]]
     if clustering["subsets"]:
-        jobs += [("simsiam.warmup_epochs", config["simsiam"]["warmup_epochs"], f"clustering.{stage}",
-                  clustering[stage]) for stage in ("base_epochs", "expert_epochs")]
-        jobs.append(("clustering.distill.warmup_epochs", clustering["distill"]["warmup_epochs"],
-                     "clustering.distill_epochs", clustering["distill_epochs"]))
+        jobs.append(("simsiam.warmup_epochs", config["simsiam"]["warmup_epochs"], "clustering.base_epochs",
+                     clustering["base_epochs"]))
+        if clustering["schedule"] == "per_stage":
+            jobs.append(("simsiam.warmup_epochs", config["simsiam"]["warmup_epochs"], "clustering.expert_epochs",
+                         clustering["expert_epochs"]))
+            jobs.append(("clustering.distill.warmup_epochs", clustering["distill"]["warmup_epochs"],
+                         "clustering.distill_epochs", clustering["distill_epochs"]))
     for key, warmup, epochs_key, epochs in jobs:
         if warmup >= epochs:
+            where = (" (under clustering.schedule: continuous the one warm-up of base, experts and student must "
+                     "end within the base stage)" if clustering["schedule"] == "continuous" and
+                     epochs_key == "clustering.base_epochs" else "")
             return (f"config error: {key} = {warmup} is not less than {epochs_key} = {epochs}: the warm-up "
-                    f"must end before the job does; lower it ({FIX})")
+                    f"must end before the job does{where}; lower it ({FIX})")
     return None
 
 

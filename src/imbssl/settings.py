@@ -95,7 +95,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = No
         kind, _ = _without_none(hints[field.name])
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        options: dict[str, Any] = {"default": default, "help": comments.get(field.name, "")}
+        options: dict[str, Any] = {"default": default, "help": comments.get(field.name, "").replace("%", "%%")}
         choices = choices_of(kind)
         if choices is not None:
             group.add_argument(flag, type=type(choices[0]), choices=choices, **options)

@@ -22,9 +22,9 @@ use rule pretrain as base with:
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["base_epochs"]),
     params:
-        method="simsiam",
-        settings=pretrain_flags("simsiam", epochs=config["clustering"]["base_epochs"]),
-        code=pretrain_code("simsiam"),
+        method=CLUSTERING_METHOD,
+        settings=stage_flags("base"),
+        code=pretrain_code(CLUSTERING_METHOD),
 
 
 rule features:
@@ -47,11 +47,12 @@ rule features:
         runtime=30,
     params:
         device=cli_flags({"device": config["pretrain"]["device"]}),
+        features=cli_flags({"features": config["clustering"]["features"]}),
         code=command_code_hash("features"),
     shell:
         on_gpu(
             "imbssl features --model {input.model} --train-data {input.train}"
-            " --subset {input.subset} --out {output} {params.device} > {log} 2>&1"
+            " --subset {input.subset} --out {output} {params.device} {params.features} > {log} 2>&1"
         )
 
 
@@ -134,9 +135,9 @@ use rule pretrain as expert with:
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["expert_epochs"]),
     params:
-        method="simsiam",
-        settings=pretrain_flags("simsiam", epochs=config["clustering"]["expert_epochs"]),
+        method=CLUSTERING_METHOD,
+        settings=stage_flags("expert"),
         init=lambda wildcards, input: (
             f"--init {input.init}" if "init" in input.keys() else ""
         ),
-        code=pretrain_code("simsiam"),
+        code=pretrain_code(CLUSTERING_METHOD),

@@ -21,15 +21,23 @@ SUBSETS = subset_names(
 )
 METHODS = config["methods"]  # pretrained by the pretrain rule
 SEEDS = config["seeds"]
-# Experiment I baselines (Table 2) and the prior methods (Table 4), in the configured order, and
-# the methods with prototypes (their usage: Figure 4), as the method catalog says.
+# Experiment I baselines (Table 2), every method of Table 4, in the configured order, and the
+# methods with prototypes (their usage: Figure 4 and the prior table), as the method catalog says.
 BASELINES = catalog.table_methods("table2", METHODS)
-PRIOR_METHODS = catalog.table_methods("table4", METHODS, references=False)
+PRIOR_METHODS = catalog.table_methods("table4", METHODS)
 PROTOTYPE_METHODS = catalog.prototype_methods(METHODS)
+# Accuracy against the imbalance factor needs two factors or more (not `subsets.profile: given`).
+SWEPT = (
+    config["subsets"]["profile"] != "given"
+    and len(config["subsets"]["imbalance_factors"]) >= 2
+)
+# The hidden-prior measurement runs on every imbalanced subset and its balanced twin.
+PRIOR_SUBSETS = [subset for subset in SUBSETS if subset != "full"]
 
 # Experiment II: distilled students, saved under results/pretrain/ like the baselines so that
 # one evaluate rule serves all; each is named after the partition its experts trained on.
 STUDENT_PARTITION = {name: info.partition for name, info in catalog.STUDENTS.items()}
+CLUSTERING_METHOD = catalog.CLUSTERING_METHOD  # the base's and the experts' method
 CLUSTER_SUBSETS = config["clustering"]["subsets"]
 KINDS = list(STUDENT_PARTITION.values())
 K = config["clustering"]["k"]
@@ -45,13 +53,24 @@ wildcard_constraints:
 
 
 def method_settings(method):
-    """The method's own section without its `model` subsection (the method's dataclass fields)."""
-    return {key: value for key, value in config[method].items() if key != "model"}
+    """The method's own section without its `model` and `augment` subsections (the method's
+    dataclass fields)."""
+    return {
+        key: value
+        for key, value in config[method].items()
+        if key not in ("model", "augment")
+    }
 
 
 def method_model(method):
     """The global `model` section with the method's own `model` subsection (if any) merged over it."""
     return {**config["model"], **config[method].get("model", {})}
+
+
+def method_augment(method):
+    """The global `augment` section with the method's own `augment` subsection merged over it: a
+    change to one method's recipe reruns that method only."""
+    return {**config["augment"], **config[method].get("augment", {})}
 
 
 # Keys of `pretrain` that say where a training job runs, not what it computes: they become the
@@ -79,9 +98,42 @@ def pretrain_flags(method, epochs=None):
         for section in (
             train,
             method_model(method),
-            config["augment"],
+            method_augment(method),
             method_settings(method),
         )
+    )
+
+
+# Experiment II's stages: base, experts, student. Under `clustering.schedule: continuous` each runs
+# its slice of one warm-up + cosine over all three (training.loop.StageSchedule); per_stage: its own.
+STAGE_EPOCHS = {
+    stage: config["clustering"][f"{stage}_epochs"]
+    for stage in ("base", "expert", "distill")
+}
+
+
+def stage_schedule(stage):
+    """The StageSchedule fields of a stage (empty under per_stage: each stage its own schedule)."""
+    if config["clustering"]["schedule"] == "per_stage":
+        return {}
+    stages = list(STAGE_EPOCHS)
+    start = sum(STAGE_EPOCHS[s] for s in stages[: stages.index(stage)])
+    return {
+        "schedule_start_epoch": start,
+        "schedule_epochs": sum(STAGE_EPOCHS.values()),
+    }
+
+
+def stage_flags(stage):
+    """A SimSiam stage's flags (base, expert): SimSiam's pretraining with the stage's epochs and its
+    slice of the schedule."""
+    return " ".join(
+        flags
+        for flags in (
+            pretrain_flags(CLUSTERING_METHOD, epochs=STAGE_EPOCHS[stage]),
+            cli_flags(stage_schedule(stage)),
+        )
+        if flags
     )
 
 
@@ -175,6 +227,20 @@ EXPERIMENT_RESULTS = {
     for table in catalog.TABLES
 }
 ALL_RESULTS = sorted(set().union(*EXPERIMENT_RESULTS.values()))
+# The hidden-prior measurement of every model on every imbalanced subset and its balanced twin, and
+# the prototype usage of the methods with prototypes there.
+PRIOR_CLUSTER_FILES = expand(
+    "results/prior/{subset}/{method}/seed{seed}.json",
+    subset=PRIOR_SUBSETS,
+    method=METHODS,
+    seed=SEEDS,
+)
+PRIOR_USAGE_FILES = expand(
+    "results/prototypes/{subset}/{method}/seed{seed}.json",
+    subset=PRIOR_SUBSETS,
+    method=PROTOTYPE_METHODS,
+    seed=SEEDS,
+)
 SUBSET_CSVS = expand("results/subsets/{subset}.csv", subset=SUBSETS)
 
 
@@ -218,6 +284,19 @@ def frequency_outputs(name, category):
             subcategory="Accuracy against class frequency",
         ),
         "pdf": f"results/figures/accuracy_vs_frequency_{name}.pdf",
+    }
+
+
+def imbalance_outputs(name, category):
+    """An accuracy-against-imbalance-factor figure (PNG in the report, PDF beside it)."""
+    return {
+        "png": report(
+            f"results/figures/accuracy_vs_imbalance_{name}.png",
+            caption="../report/accuracy_vs_imbalance.rst",
+            category=category,
+            subcategory="Accuracy against imbalance factor",
+        ),
+        "pdf": f"results/figures/accuracy_vs_imbalance_{name}.pdf",
     }
 
 

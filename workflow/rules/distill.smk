@@ -25,6 +25,7 @@ rule distill:
                 cli_flags(config["clustering"]["distill"]),
                 cli_flags(train_settings(config["clustering"]["distill_epochs"])),
                 cli_flags(config["augment"]),
+                cli_flags(stage_schedule("distill")),
             ]
         ),
         out_dir=subpath(output.model, parent=True),

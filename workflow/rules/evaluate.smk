@@ -61,6 +61,7 @@ rule prototype_usage:
     shell:
         on_gpu(
             "imbssl prototype-usage --method {wildcards.method} --model {input.model}"
-            " --train-data {input.train} --subset {input.subset} --out {output}"
+            " --train-data {input.train} --subset {input.subset} --subset-name {wildcards.subset}"
+            " --seed {wildcards.seed} --out {output}"
             " {params.device} {params.settings} > {log} 2>&1"
         )

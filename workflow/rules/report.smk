@@ -58,7 +58,8 @@ use rule table2 as table4 with:
     input:
         EXPERIMENT_RESULTS["table4"],
     output:
-        **table_outputs("table4", "Power-law prior", "Table 4"),
+        **table_outputs("table4", "Hidden uniform prior", "Table 4"),
+        differences="results/tables/table4_differences.csv",
     log:
         "results/logs/table4.log",
     benchmark:
@@ -67,9 +68,8 @@ use rule table2 as table4 with:
     params:
         methods=catalog.table_columns("table4", METHODS),
         title=table_title(
-            "Table 4: MSN vs PMSN (SimSiam for reference), linear evaluation top-1 accuracy (%), mean ± std over seeds"
+            "Table 4: every method, linear evaluation top-1 accuracy (%), mean ± std over seeds"
         ),
-        differences="",
 
 
 rule cluster_table:
@@ -161,7 +161,7 @@ rule figure4:
         png=report(
             "results/figures/figure4_prototype_usage.png",
             caption="../report/figure4.rst",
-            category="Power-law prior",
+            category="Hidden uniform prior",
             subcategory="Figure 4",
         ),
         pdf="results/figures/figure4_prototype_usage.pdf",
@@ -233,7 +233,7 @@ use rule table2_groups as table4_groups with:
         results=EXPERIMENT_RESULTS["table4"],
         subsets=SUBSET_CSVS,
     output:
-        **table_outputs("table4_groups", "Power-law prior", "Table 4 by class group"),
+        **table_outputs("table4_groups", "Hidden uniform prior", "Table 4 by class group"),
     log:
         "results/logs/table4_groups.log",
     benchmark:
@@ -311,14 +311,14 @@ use rule frequency_table2 as frequency_table4 with:
         results=EXPERIMENT_RESULTS["table4"],
         subsets=SUBSET_CSVS,
     output:
-        **frequency_outputs("table4", "Power-law prior"),
+        **frequency_outputs("table4", "Hidden uniform prior"),
     log:
         "results/logs/frequency_table4.log",
     benchmark:
         "results/benchmarks/frequency_table4.tsv"
     localrule: True
     params:
-        title="MSN vs PMSN: per-class accuracy against class frequency",
+        title="Every method: per-class accuracy against class frequency",
 
 
 # Training curves of the first seed: every method pretrained on a subset, and Experiment II's stages.
@@ -392,3 +392,45 @@ rule stage_curves:
         "imbssl figure-stages --base {input.base} --kinds {params.kinds} --experts {input.experts}"
         " --students {input.students} --title {params.title:q} {params.plots}"
         " --out {output.png} {output.pdf} > {log} 2>&1"
+
+
+# --- When does imbalance hurt: accuracy against the imbalance factor (reporting/sweep.py) ---
+
+
+rule imbalance_table2:
+    input:
+        results=EXPERIMENT_RESULTS["table2"],
+        subsets=SUBSET_CSVS,
+    output:
+        **imbalance_outputs("table2", "Experiment I"),
+    log:
+        "results/logs/imbalance_table2.log",
+    benchmark:
+        "results/benchmarks/imbalance_table2.tsv"
+    localrule: True
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        title="Experiment I: top-1 against the imbalance factor (mean ± std over seeds)",
+        analysis=cli_flags(config["analysis"]),
+        plots=cli_flags(config["plots"]),
+        code=command_code_hash("figure-imbalance"),
+    shell:
+        "imbssl figure-imbalance --results {input.results} --subsets {input.subsets}"
+        " --title {params.title:q} {params.analysis} {params.plots}"
+        " --out {output.png} {output.pdf} > {log} 2>&1"
+
+
+use rule imbalance_table2 as imbalance_table4 with:
+    input:
+        results=EXPERIMENT_RESULTS["table4"],
+        subsets=SUBSET_CSVS,
+    output:
+        **imbalance_outputs("table4", "Hidden uniform prior"),
+    log:
+        "results/logs/imbalance_table4.log",
+    benchmark:
+        "results/benchmarks/imbalance_table4.tsv"
+    localrule: True
+    params:
+        title="Every method: top-1 against the imbalance factor (mean ± std over seeds)",

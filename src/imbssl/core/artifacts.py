@@ -9,7 +9,8 @@
 | `assignments.csv`                      | cluster, partition    | partition-random, distill                |
 | `summary.json` (a partition)           | cluster, partition    | partition-random, cluster table, Figure 3 |
 | `eval/.../seed{s}.json` (`EvalResult`) | evaluate              | every table and figure of accuracies     |
-| `prototypes/...json` (`PrototypeUsage`) | prototype usage      | Figure 4                                 |
+| `prototypes/...json` (`PrototypeUsage`) | prototype usage      | Figure 4, the prior table                |
+| `prior/...json` (`ClusterSizes`)       | cluster sizes         | the prior table and figure               |
 
 `model.pt` and the result JSON also record their **provenance** (`provenance`): the imbssl version,
 the git commit of the sources when there is one, the code hash of the command that wrote them (the
@@ -249,6 +250,7 @@ class EvalResult:
     protocol: dict[str, Any]  # how the linear probe was trained, in words
     settings: dict[str, Any]
     seconds: float
+    collapsed: bool = False  # the model's training ended collapsed (its output std fell to ~0)
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = RESULT_VERSION
 
@@ -263,7 +265,7 @@ def read_result(path: str | os.PathLike) -> EvalResult:
         raise UserError(f"result file {path} has format version {record.get('version', 1)}, this imbssl reads "
                         f"{RESULT_VERSION} (written by an older imbssl); rerun its evaluate job")
     names = {f.name for f in dataclasses.fields(EvalResult)}
-    missing = sorted(names - set(record) - {"provenance"})
+    missing = sorted(names - set(record) - {"provenance", "collapsed"})
     if missing:
         raise UserError(f"result file {path} lacks {missing}; rerun its evaluate job")
     return EvalResult(**{key: value for key, value in record.items() if key in names})
@@ -292,6 +294,8 @@ class PrototypeUsage:
     num_images: int
     counts: list[int]  # images won by each prototype (argmax of its soft assignment)
     expected: list[float]  # images per prototype the prior expects, most likely prototype first
+    subset: str = ""  # the subset whose images were counted
+    seed: int = 0
 
 
 def write_prototype_usage(path: str | os.PathLike, usage: PrototypeUsage) -> None:
@@ -301,10 +305,46 @@ def write_prototype_usage(path: str | os.PathLike, usage: PrototypeUsage) -> Non
 def read_prototype_usage(path: str | os.PathLike) -> PrototypeUsage:
     record = _read_json(Path(path), "prototype-usage file", "the prototype_usage rule")
     names = [f.name for f in dataclasses.fields(PrototypeUsage)]
-    missing = [key for key in names if key not in record]
+    missing = [key for key in names if key not in record and key not in ("subset", "seed")]
     if missing:
         raise UserError(f"prototype-usage file {path} lacks {missing}: rerun the prototype_usage rule")
-    return PrototypeUsage(**{key: record[key] for key in names})
+    return PrototypeUsage(**{key: record[key] for key in names if key in record})
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster sizes a model's features imply (the hidden uniform prior's measurement)
+
+
+@dataclass
+class ClusterSizes:
+    """k-means with K = the number of classes on a model's features of its pretraining subset:
+    how evenly its features spread the images, against how evenly the classes do."""
+
+    subset: str
+    method: str  # the method's config name
+    seed: int
+    k: int
+    n: int
+    cluster_sizes: list[int]  # images per cluster, largest first
+    class_sizes: list[int]  # images per class of the subset, largest first
+    cluster_entropy: float  # entropy of the cluster sizes / log k: 1 = all equal
+    class_entropy: float  # the same of the class sizes
+    nmi: float  # normalised mutual information of clusters and classes
+    backend: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def write_cluster_sizes(path: str | os.PathLike, sizes: ClusterSizes) -> None:
+    write_json(path, _plain(sizes))
+
+
+def read_cluster_sizes(path: str | os.PathLike) -> ClusterSizes:
+    record = _read_json(Path(path), "cluster-sizes file", "the cluster_sizes rule")
+    names = [f.name for f in dataclasses.fields(ClusterSizes)]
+    missing = [key for key in names if key not in record and key != "provenance"]
+    if missing:
+        raise UserError(f"cluster-sizes file {path} lacks {missing}: rerun the cluster_sizes rule")
+    return ClusterSizes(**{key: record[key] for key in names if key in record})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +370,7 @@ class ModelMeta:
     num_images: int
     seed: int
     teachers: list[str] = field(default_factory=list)  # a distilled student's base and experts
+    collapsed_from_epoch: int | None = None  # the run ended collapsed, from this epoch (training/loop.py)
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = MODEL_VERSION
 

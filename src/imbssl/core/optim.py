@@ -16,14 +16,18 @@ from torch.optim import Optimizer
 
 
 class LARS(Optimizer):
-    """SGD with momentum whose per-tensor step is scaled by eta * ||w|| / ||g + wd * w||.
+    """SGD with momentum whose per-tensor step is scaled by the trust ratio eta * ||w|| / ||g + wd * w||.
 
     Parameter groups with `lars_exclude=True` (biases, norm layers) take plain SGD steps
-    without weight decay, as in SimCLR.
+    without weight decay, as in SimCLR. With `clip_lr` the trust ratio is capped so that a
+    tensor's learning rate never exceeds the global one: min(trust / lr, 1) (solo-learn's
+    `clip_lars_lr`, solo/utils/lars.py, which its CIFAR recipes use with eta 0.02).
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
+                 clip_lr: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr,
+                        lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -39,6 +43,8 @@ class LARS(Optimizer):
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d_p)
                     one = torch.ones_like(w_norm)
                     trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, one)
+                    if group["clip_lr"]:  # at lr 0 (warm-up's first step) trust / lr is inf: capped at 1
+                        trust = torch.clamp(trust / group["lr"], max=1.0) if group["lr"] > 0 else one
                     d_p = d_p.mul(trust)
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
@@ -71,7 +77,7 @@ def param_groups(module: nn.Module, weight_decay: float, exclude_1d: bool, no_de
 
 
 def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
-                    no_decay=(), fixed_lr=()) -> Optimizer:
+                    no_decay=(), fixed_lr=(), lars_eta: float = 0.001, lars_clip_lr: bool = False) -> Optimizer:
     """The optimizer a method asks for, with fused/foreach kernels where torch offers them.
 
     `no_decay`: parameters kept out of weight decay (e.g. MSN's prototypes); `fixed_lr`:
@@ -81,7 +87,7 @@ def build_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float
     on_cuda = any(p.is_cuda for p in module.parameters())
     if name == "lars":
         return LARS(param_groups(module, weight_decay, True, no_decay, fixed_lr), lr=lr, momentum=momentum,
-                    weight_decay=weight_decay)
+                    weight_decay=weight_decay, eta=lars_eta, clip_lr=lars_clip_lr)
     if name == "sgd":
         # SimSiam decays every parameter, biases and BatchNorm included (its reference code does).
         groups = _without_lars_key(param_groups(module, weight_decay, False, no_decay, fixed_lr))

@@ -142,6 +142,25 @@ def centre_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:
     return images[..., top:top + size, left:left + size]
 
 
+def resize_centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The reference code's test view (PatrickHua/SimSiam augmentations/eval_aug.py): the shorter
+    side resized to int(size * 8 / 7) (36 px for 32) with a bicubic filter, then the central size x
+    size pixels; uint8 NCHW in, uint8 out (torchvision's own resize, on the whole batch)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    resized = F.resize(images, [int(size * 8 / 7)], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return centre_crop(resized, size)
+
+
+def evaluation_view(test_transform: str, size: int | None):
+    """uint8 NCHW images -> the un-augmented view evaluation sees: the centre crop of the stored
+    images (`none`), or the reference's bicubic resize then centre crop (`resize_crop`)."""
+    if test_transform == "resize_crop" and size is not None:
+        return lambda images: resize_centre_crop(images, size)
+    return lambda images: centre_crop(images, size)
+
+
 def _channel_stats(mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor, device) -> tuple[Tensor, Tensor]:
     as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1, 3, 1, 1)
     return as_tensor(mean), as_tensor(std)

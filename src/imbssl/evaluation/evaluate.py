@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from imbssl.core.artifacts import EvalResult, read_model, read_subset, write_result
+from imbssl.data.augment import evaluation_view
 from imbssl.data.device import StreamedImages, choose_resident, image_source, images_bytes, resolve_device
 from imbssl.data.store import load_split
 from imbssl.data.subsets import class_counts_of
@@ -47,9 +48,10 @@ def evaluate_checkpoint(
     # half its memory, else streamed; the test images are read once, streamed.
     train_images = image_source(train.images, eval_idx, device,
                                 choose_resident("auto", images_bytes(train.images, len(eval_idx)), device, 0.5))
-    train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features, size)
+    view = evaluation_view(settings.test_transform, size)  # the same un-augmented view of every image
+    train_x = extract(backbone, train_images, train.mean, train.std, settings.batch_size_features, size, view)
     test_x = extract(backbone, StreamedImages(test.images, np.arange(len(test.labels)), device), train.mean,
-                     train.std, settings.batch_size_features, size)
+                     train.std, settings.batch_size_features, size, view)
     train_y = torch.from_numpy(train.labels[eval_idx]).to(device)
     test_y = torch.from_numpy(test.labels).to(device)
     if settings.augment:
@@ -68,6 +70,7 @@ def evaluate_checkpoint(
         train_class_counts=class_counts_of(pretrain_labels, train.num_classes),
         test_class_counts=torch.bincount(test_y, minlength=train.num_classes).tolist(),
         classes=train.classes, pretrain_epochs=meta.epochs, protocol=protocol(settings), settings=asdict(settings),
-        seconds=time.perf_counter() - started, provenance=provenance or {})
+        seconds=time.perf_counter() - started, collapsed=meta.collapsed_from_epoch is not None,
+        provenance=provenance or {})
     write_result(out, result)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -13,10 +14,12 @@ from imbssl.data.device import StreamedImages, as_source, resolve_device
 
 
 @torch.no_grad()
-def extract(backbone: nn.Module, images, mean, std, batch_size: int = 1024, size: int | None = None) -> torch.Tensor:
+def extract(backbone: nn.Module, images, mean, std, batch_size: int = 1024, size: int | None = None,
+            view=None) -> torch.Tensor:
     """float32 features (N, D) of uint8 NCHW `images`: a tensor on the backbone's device, or an
     image source (device.py; a streamed one is prefetched chunk by chunk), centre-cropped to
-    `size` when they are stored larger.
+    `size` when they are stored larger (or seen through `view`, uint8 -> uint8: evaluation's
+    test transform).
 
     Computed in float32 even when called inside an autocast region: evaluation, kNN and
     clustering read these features, and bf16 (8 bits of mantissa) would round them.
@@ -24,8 +27,8 @@ def extract(backbone: nn.Module, images, mean, std, batch_size: int = 1024, size
     images = as_source(images)
     was_training = backbone.training
     backbone.eval()
-    out = [backbone_features(backbone, normalize(centre_crop(chunk, size), mean, std))
-           for chunk in images.chunks(batch_size)]
+    view = view or (lambda chunk: centre_crop(chunk, size))
+    out = [backbone_features(backbone, normalize(view(chunk), mean, std)) for chunk in images.chunks(batch_size)]
     backbone.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, getattr(backbone, "output_dim", 0), device=images.device)
 
@@ -60,15 +63,42 @@ class FeatureSettings:
     device: str = "auto"
 
 
-def write_features(model: str, train_data: str, subset: str, out: str, settings: FeatureSettings) -> None:
+@dataclass
+class FeatureOutput:
+    """What the features job writes (`clustering.features`)."""
+
+    # backbone = the backbone's output; projector = a SimSiam model's projector output on top of it
+    features: Literal["backbone", "projector"] = "backbone"
+
+
+def encoder_of(model_file, device, output: str = "backbone") -> nn.Module:
+    """The model's backbone, or (output `projector`) its backbone followed by its SimSiam projector,
+    in eval mode on `device`: Experiment II's base and experts seen through either."""
+    from imbssl import UserError
+    from imbssl.methods.simsiam import projector_from_state
+    from imbssl.models.backbones import restore_backbone
+
+    backbone = restore_backbone(model_file, device)
+    if output == "backbone":
+        return backbone
+    if not any(key.startswith("projector.") for key in model_file.method_state):
+        raise UserError(f"a {model_file.meta.method} model has no SimSiam projector: clustering.features and "
+                        f"clustering.distill.target `projector` need Experiment II's SimSiam models")
+    projector = projector_from_state(model_file.method_state).to(device)
+    encoder = nn.Sequential(backbone, projector).eval()
+    encoder.output_dim = projector.out_dim
+    return encoder
+
+
+def write_features(model: str, train_data: str, subset: str, out: str, settings: FeatureSettings,
+                   output: FeatureOutput | None = None) -> None:
     """The features rule: backbone outputs of every image of a subset, saved once for clustering."""
     from imbssl.core.artifacts import read_model, read_subset, write_features as write_features_file
     from imbssl.data.store import load_split
-    from imbssl.models.backbones import restore_backbone
 
     dev = distributed.setup(resolve_device(settings.device))  # a no-op unless torchrun started this job
     model_file = read_model(model)
-    backbone = restore_backbone(model_file, dev)
+    backbone = encoder_of(model_file, dev, (output or FeatureOutput()).features)
     split = load_split(train_data)
     indices, _ = read_subset(subset)
     # One pass over the subset: streamed from the store in chunks (nothing gained by uploading it whole).

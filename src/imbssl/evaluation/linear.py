@@ -40,6 +40,10 @@ class EvalSettings:
     feature_norm: Literal["none", "l2"] = "none"
     augment: bool = True  # the reference protocol (see the module docstring); false: precomputed features
     crop_min_scale: float = 0.08  # PatrickHua/SimSiam augmentations/eval_aug.py: RandomResizedCrop scale (0.08, 1)
+    # The un-augmented view of evaluation (test images; also the precomputed features and the kNN
+    # bank): resize_crop = the reference's bicubic resize to int(size x 8/7), then the centre crop
+    # (PatrickHua/SimSiam augmentations/eval_aug.py:15-21); none = the centre crop of the stored images.
+    test_transform: Literal["none", "resize_crop"] = "resize_crop"
     knn_k: int = 200
     knn_t: float = 0.1
     batch_size_features: int = 1024
@@ -133,7 +137,9 @@ def protocol(settings: EvalSettings) -> dict:
     else:
         train_images = "un-augmented, features computed once"
     return {"linear": "augmented" if settings.augment else "precomputed", "train_images": train_images,
-            "test_images": "un-augmented", "features": f"float32, feature_norm {settings.feature_norm}",
+            "test_images": ("bicubic resize to 8/7 of the crop, then the centre crop" if settings.test_transform ==
+                            "resize_crop" else "the centre crop of the stored images"),
+            "features": f"float32, feature_norm {settings.feature_norm}",
             "lr": settings.lr, "epochs": settings.epochs, "batch_size": settings.batch_size}
 
 

@@ -3,7 +3,7 @@ predictor) regresses the projection of the other view by an EMA target network (
 projector), with the normalised MSE 2 - 2 cos(p, z'), summed over both view orders.
 
 Defaults: solo-learn's CIFAR recipe (vturrisi/solo-learn at 9187ea3, `scripts/pretrain/cifar/
-byol.yaml`); the BYOL paper trains on ImageNet only. See docs/recipe-new-methods.md.
+byol.yaml`); the BYOL paper trains on ImageNet only. See docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from imbssl.methods.ema import EMAMethod, EMASchedule
-from imbssl.methods.registry import MethodConfig, Optimizer, output_std
+from imbssl.methods.registry import LARSMethodConfig, Optimizer, output_std
 from imbssl.models.heads import BYOLProjector
 
 
 @dataclass
-class BYOLConfig(MethodConfig):
+class BYOLConfig(LARSMethodConfig):
     optimizer: Optimizer = "lars"  # solo-learn scripts/pretrain/cifar/byol.yaml:32
     base_lr: float = 1.0  # solo-learn byol.yaml:34 (x batch/256: solo/args/pretrain.py:153-154)
     weight_decay: float = 1e-5  # solo-learn byol.yaml:36
     momentum: float = 0.9  # solo-learn solo/args/pretrain.py:164 (LARS momentum default)
     warmup_epochs: int = 10  # solo-learn solo/methods/base.py:293 (scheduler.warmup_epochs default)
+    lars_eta: float = 0.02  # solo-learn byol.yaml:39 (optimizer.kwargs; solo/utils/lars.py)
+    lars_clip_lr: bool = True  # solo-learn byol.yaml:38
     proj_hidden_dim: int = 4096  # solo-learn byol.yaml:19
     proj_dim: int = 256  # solo-learn byol.yaml:20
     pred_hidden_dim: int = 4096  # solo-learn byol.yaml:21

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from imbssl import UserError
 
 # The results tables (each a rule in workflow/rules/report.smk): the experiment they belong to.
-TABLES = {"table2": "Experiment I", "table3": "Experiment II", "table4": "Power-law prior"}
+# Table 4 widens the seed paper's Table 2 to every method: which methods lose most under imbalance.
+TABLES = {"table2": "Experiment I", "table3": "Experiment II", "table4": "Hidden uniform prior"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,6 @@ class MethodInfo:
     config_class: str  # its settings dataclass there (= the fields of its config section)
     label: str  # its name in tables and figures
     tables: tuple[str, ...] = ()  # the results tables it is a column of
-    reference_in: tuple[str, ...] = ()  # tables it joins as a reference column (after the others)
     prototypes: bool = False  # learns prototypes: prototype usage is measured (Figure 4)
     ema_target: bool = False  # keeps an EMA target encoder
 
@@ -45,17 +45,17 @@ class StudentInfo:
 METHODS: dict[str, MethodInfo] = {
     info.name: info
     for info in (
-        MethodInfo("simsiam", "simsiam", "SimSiam", "SimSiamConfig", "SimSiam", tables=("table2", "table3"),
-                   reference_in=("table4",)),
-        MethodInfo("simclr", "simclr", "SimCLR", "SimCLRConfig", "SimCLR", tables=("table2", "table3")),
+        MethodInfo("simsiam", "simsiam", "SimSiam", "SimSiamConfig", "SimSiam", tables=("table2", "table3", "table4")),
+        MethodInfo("simclr", "simclr", "SimCLR", "SimCLRConfig", "SimCLR", tables=("table2", "table3", "table4")),
         MethodInfo("msn", "msn", "MSN", "MSNConfig", "MSN", tables=("table4",), prototypes=True, ema_target=True),
         MethodInfo("pmsn", "msn", "PMSN", "PMSNConfig", "PMSN", tables=("table4",), prototypes=True,
                    ema_target=True),
-        MethodInfo("swav", "swav", "SwAV", "SwAVConfig", "SwAV", tables=("table4",)),
-        MethodInfo("pswav", "swav", "PSwAV", "PSwAVConfig", "PSwAV", tables=("table4",)),
+        MethodInfo("swav", "swav", "SwAV", "SwAVConfig", "SwAV", tables=("table4",), prototypes=True),
+        MethodInfo("pswav", "swav", "PSwAV", "PSwAVConfig", "PSwAV", tables=("table4",), prototypes=True),
         MethodInfo("vicreg", "vicreg", "VICReg", "VICRegConfig", "VICReg", tables=("table4",)),
         MethodInfo("byol", "byol", "BYOL", "BYOLConfig", "BYOL", tables=("table4",), ema_target=True),
-        MethodInfo("dino", "dino", "DINO", "DINOConfig", "DINO", tables=("table4",), ema_target=True),
+        MethodInfo("dino", "dino", "DINO", "DINOConfig", "DINO", tables=("table4",), prototypes=True,
+                   ema_target=True),
     )
 }
 
@@ -69,7 +69,7 @@ STUDENTS: dict[str, StudentInfo] = {
 
 # The paper's column order where a table fixes it (Table 3 of the seed paper: SimCLR, SimSiam, then
 # the two students); a column listed here is shown even when it was not run (n/a). Other tables
-# list their methods in the configured order, reference columns last.
+# list their methods in the configured order.
 PAPER_COLUMNS = {"table3": ("simclr", "simsiam", "simsiam-c-d", "simsiam-d")}
 
 # Experiment II's base and experts are models of this method.
@@ -88,13 +88,9 @@ def label(name: str) -> str:
     return info.label if info else name
 
 
-def table_methods(table: str, configured: list[str], references: bool = True) -> list[str]:
-    """The configured methods that are columns of `table`, in the configured order, followed by
-    those that join it as a reference (unless `references` is False)."""
-    members = [m for m in configured if table in METHODS[m].tables]
-    if not references:
-        return members
-    return members + [m for m in configured if table in METHODS[m].reference_in and m not in members]
+def table_methods(table: str, configured: list[str]) -> list[str]:
+    """The configured methods that are columns of `table`, in the configured order."""
+    return [m for m in configured if table in METHODS[m].tables]
 
 
 def table_runs(table: str, configured: list[str]) -> list[str]:

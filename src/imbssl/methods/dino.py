@@ -16,11 +16,12 @@ implemented. Gradient clipping (DINO's 3.0) is left out as in solo-learn's CIFAR
 (clip_grad 0: solo/methods/dino.py:198).
 
 Defaults: solo-learn's CIFAR recipe (vturrisi/solo-learn at 9187ea3, `scripts/pretrain/cifar/
-dino.yaml`); the DINO paper trains on ImageNet only. See docs/recipe-new-methods.md.
+dino.yaml`); the DINO paper trains on ImageNet only. See docs/recipe.md.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,22 +32,27 @@ from imbssl.core import distributed
 from imbssl.methods.ema import EMAMethod, EMASchedule
 from imbssl.methods.msn import entropy
 from imbssl.methods.progress import RunProgress
-from imbssl.methods.registry import MethodConfig, Optimizer, output_std
+from imbssl.methods.registry import LARSMethodConfig, Optimizer, output_std
 from imbssl.models.heads import DINOHead
 
 
 @dataclass
-class DINOConfig(MethodConfig):
+class DINOConfig(LARSMethodConfig):
     optimizer: Optimizer = "lars"  # solo-learn scripts/pretrain/cifar/dino.yaml:32
     base_lr: float = 0.3  # solo-learn dino.yaml:34 (x batch/256: solo/args/pretrain.py:153-154)
     weight_decay: float = 1e-6  # solo-learn dino.yaml:36
     momentum: float = 0.9  # solo-learn solo/args/pretrain.py:164 (LARS momentum default)
     warmup_epochs: int = 10  # solo-learn solo/methods/base.py:293 (scheduler.warmup_epochs default)
+    lars_eta: float = 0.02  # solo-learn dino.yaml:39 (optimizer.kwargs; solo/utils/lars.py)
+    lars_clip_lr: bool = True  # solo-learn dino.yaml:38
     # solo-learn dino.yaml:19 (3 linear layers, GELU, no BN: solo/methods/dino.py:42, 207-209)
     proj_hidden_dim: int = 2048
     bottleneck_dim: int = 256  # solo-learn dino.yaml:20 (proj_output_dim)
     num_prototypes: int = 4096  # solo-learn dino.yaml:21 (DINO's ImageNet default is 65,536)
     norm_last_layer: bool = True  # solo-learn solo/methods/dino.py:204-206 (DINO main_dino.py:57)
+    # BatchNorm after the head's hidden layers: off in DINO (main_dino.py use_bn_in_head False) and
+    # solo-learn (use_bn_in_head False); lightly's CIFAR-10 benchmark turns it on for its ResNet.
+    head_bn: bool = False
     # Share of the run during which the last layer gets no update: solo-learn freezes it for 1
     # epoch (solo/methods/dino.py:199-201) of its 1,000 (dino.yaml:51), i.e. 0.001.
     freeze_last_layer_fraction: float = 0.001
@@ -83,6 +89,16 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
 
 
 @torch.no_grad()
+def target_entropy(teacher: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean entropy of the teacher's per-image target distribution over log K: 1 when every target
+    is uniform, DINO's "uniform" collapse (DINO paper Section 5.3, Figure 7), which the output std
+    does not show (the embeddings may still differ while the prototype scores no longer do)."""
+    q = F.softmax((teacher - center) / temperature, dim=-1)
+    per_image = -(q * torch.log(q.clamp_min(1e-30))).sum(dim=-1)
+    return per_image.mean() / math.log(q.shape[-1])
+
+
+@torch.no_grad()
 def updated_center(center: torch.Tensor, teacher: torch.Tensor, momentum: float) -> torch.Tensor:
     """EMA of the teacher outputs' mean over the rows (views x images) of the global batch
     (DINO main_dino.py:406-416: all-reduced over ranks)."""
@@ -99,7 +115,7 @@ class DINO(EMAMethod):
     def __init__(self, backbone: nn.Module, config: DINOConfig):
         super().__init__(backbone, config)
         self.head = DINOHead(backbone.output_dim, config.proj_hidden_dim, config.bottleneck_dim,
-                             config.num_prototypes, config.norm_last_layer)
+                             config.num_prototypes, config.norm_last_layer, config.head_bn)
         self.make_target("backbone", "head")
         self.register_buffer("center", torch.zeros(config.num_prototypes))
         self.progress = RunProgress()  # for the teacher temperature and the frozen last layer
@@ -124,7 +140,9 @@ class DINO(EMAMethod):
             loss = dino_loss(student, teacher, self.center, cfg.student_temperature, temperature)
             self.center.copy_(updated_center(self.center, torch.cat(teacher), cfg.center_momentum))
             mean_probs = distributed.batch_mean(F.softmax(student[0].detach() / cfg.student_temperature, dim=1))
-        return loss, {"out_std": output_std(embeddings[0]), "proto_entropy": entropy(mean_probs)}
+            spread = target_entropy(teacher[0], self.center, temperature)
+        return loss, {"out_std": output_std(embeddings[0]), "proto_entropy": entropy(mean_probs),
+                      "target_entropy": spread}
 
     def clip_gradients(self) -> None:
         """No last-layer update while frozen: its gradient is dropped after backward (DINO
@@ -136,3 +154,13 @@ class DINO(EMAMethod):
     def after_step(self, progress: float) -> None:
         super().after_step(progress)  # the teacher's EMA
         self.progress.set(progress)
+
+    @torch.no_grad()
+    def prototype_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's centred logits: the argmax of its (centred, sharpened) target distribution."""
+        return self.target["head"](self.target["backbone"](x)).float() - self.center
+
+    def prototype_prior(self) -> torch.Tensor:
+        """Uniform: centering pushes the teacher's mean output towards equal use of every output."""
+        k = self.center.shape[0]
+        return torch.full((k,), 1.0 / k, device=self.center.device)

@@ -43,6 +43,9 @@ class DistillConfig(MethodConfig):
     warmup_epochs: int = 10
     head_hidden_dim: int = 512
     init: Literal["base", "scratch"] = "base"  # base: the student starts as a copy of the base backbone
+    # q of eq. 2 ("output of SimSiam", the paper is silent on which): the teachers' backbone outputs,
+    # or their projector outputs (the heads then map the student's backbone output to that width)
+    target: Literal["backbone", "projector"] = "backbone"
 
 
 def distill_loss(pred_base: torch.Tensor, q_base: torch.Tensor, pred_expert: torch.Tensor,
@@ -62,19 +65,20 @@ class RegressionHeads(nn.Module):
     fraction of a percent of the backbone's work, and needs no per-cluster loop.
     """
 
-    def __init__(self, num_heads: int, dim: int, hidden_dim: int):
+    def __init__(self, num_heads: int, dim: int, hidden_dim: int, out_dim: int | None = None):
         super().__init__()
+        out_dim = out_dim or dim
         self.w1 = nn.Parameter(torch.empty(num_heads, dim, hidden_dim))
         self.b1 = nn.Parameter(torch.empty(num_heads, hidden_dim))
-        self.w2 = nn.Parameter(torch.empty(num_heads, hidden_dim, dim))
-        self.b2 = nn.Parameter(torch.empty(num_heads, dim))
+        self.w2 = nn.Parameter(torch.empty(num_heads, hidden_dim, out_dim))
+        self.b2 = nn.Parameter(torch.empty(num_heads, out_dim))
         for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):  # nn.Linear's default init
             bound = 1 / math.sqrt(weight.shape[1])
             nn.init.uniform_(weight, -bound, bound)
             nn.init.uniform_(bias, -bound, bound)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        """(num_heads, N, dim) predictions of every head for every row of q (N, dim)."""
+        """(num_heads, N, out_dim) predictions of every head for every row of q (N, dim)."""
         hidden = torch.relu(torch.einsum("nd,hde->hne", q, self.w1) + self.b1[:, None])
         return torch.einsum("hne,hed->hnd", hidden, self.w2) + self.b2[:, None]
 
@@ -126,7 +130,8 @@ class Distiller(Method):
             raise UserError(f"cluster ids must lie in 0..{num_clusters - 1} (one expert per cluster), "
                             f"got {int(cluster_of.min())}..{int(cluster_of.max())}")
         self.teachers = teachers
-        self.heads = RegressionHeads(num_clusters + 1, backbone.output_dim, config.head_hidden_dim)
+        self.heads = RegressionHeads(num_clusters + 1, backbone.output_dim, config.head_hidden_dim,
+                                     getattr(teachers.base, "output_dim", backbone.output_dim))
         # Cluster of each training image, by its position in the training subset (the loop's `index`).
         self.register_buffer("cluster_of", cluster_of.long(), persistent=False)
 

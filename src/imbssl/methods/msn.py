@@ -203,6 +203,15 @@ class MSN(EMAMethod):
     def no_decay_parameters(self):
         return [] if self.config.decay_prototypes else [self.prototypes]
 
+    @torch.no_grad()
+    def prototype_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine of the target (EMA) encoder's output to each prototype: the encoder MSN evaluates;
+        the argmax of the soft assignment, whatever its temperature."""
+        return F.normalize(self._target_z(x).float(), dim=1) @ F.normalize(self.prototypes.float(), dim=1).T
+
+    def prototype_prior(self) -> torch.Tensor:
+        return self.prior
+
     def clip_gradients(self) -> None:
         """MSN clips the encoder's gradients (backbone and projector), not the prototypes'."""
         if self.config.clip_grad > 0:

@@ -31,6 +31,24 @@ class MethodConfig:
     momentum: float = 0.9
     warmup_epochs: int = 0  # linear warm-up of the learning rate, then the cosine schedule
 
+    def optimizer_options(self) -> dict:
+        """Keyword arguments of `build_optimizer` beyond the four above (none by default)."""
+        return {}
+
+
+@dataclass
+class LARSMethodConfig(MethodConfig):
+    """A method whose recipe trains with LARS: its trust coefficient and lr clipping are settings,
+    because the recipes differ (SimCLR: eta 0.001, unclipped; solo-learn's CIFAR recipes: eta 0.02,
+    clipped) and the step of every weight tensor scales with eta."""
+
+    optimizer: Optimizer = "lars"
+    lars_eta: float = 0.001  # LARS trust coefficient: a weight tensor's step is eta x ||w|| / ||g||
+    lars_clip_lr: bool = False  # cap each tensor's LARS learning rate at the global one
+
+    def optimizer_options(self) -> dict:
+        return {"lars_eta": self.lars_eta, "lars_clip_lr": self.lars_clip_lr}
+
 
 class Method(nn.Module):
     """A backbone plus the heads and loss of one self-supervised method."""
@@ -77,7 +95,7 @@ class Method(nn.Module):
     def make_optimizer(self, batch_size: int) -> torch.optim.Optimizer:
         return build_optimizer(self, self.config.optimizer, self.peak_lr(batch_size), self.config.weight_decay,
                                self.config.momentum, no_decay=self.no_decay_parameters(),
-                               fixed_lr=self.fixed_lr_parameters())
+                               fixed_lr=self.fixed_lr_parameters(), **self.config.optimizer_options())
 
     def no_decay_parameters(self) -> list[nn.Parameter]:
         """Parameters kept out of weight decay beyond the optimizer's own rule (none by default)."""
@@ -95,6 +113,19 @@ class Method(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """Hook after each optimizer step (`progress` in [0, 1]); EMA teachers update here."""
+
+    # Methods with prototypes (the catalog's `prototypes`) answer these two: which prototype an
+    # image goes to, and how many images the method's prior expects each prototype to take.
+
+    def prototype_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) scores of normalised images `x` against the K prototypes, from the encoder the
+        method evaluates: an image goes to its highest-scoring prototype."""
+        raise NotImplementedError(f"{self.name} has no prototypes")
+
+    def prototype_prior(self) -> torch.Tensor:
+        """(K,) the share of images the method's prior expects each prototype to take, most likely
+        first (uniform unless the method says otherwise)."""
+        raise NotImplementedError(f"{self.name} has no prototypes")
 
 
 def get_method(name: str) -> tuple[type[Method], type[MethodConfig]]:

@@ -12,20 +12,28 @@ import torch
 import torch.nn.functional as F
 
 from imbssl.core import distributed
-from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.methods.registry import LARSMethodConfig, Method, Optimizer, output_std
 from imbssl.models.heads import SimCLRProjector
 
 
 @dataclass
-class SimCLRConfig(MethodConfig):
-    optimizer: Optimizer = "lars"
-    base_lr: float = 0.3
-    weight_decay: float = 1e-6
+class SimCLRConfig(LARSMethodConfig):
+    optimizer: Optimizer = "lars"  # paper, Table 1
+    base_lr: float = 0.3  # paper, Table 1 (x batch/256, as PatrickHua/SimSiam configs/simclr_cifar.yaml)
+    weight_decay: float = 1e-6  # paper, Table 1
+    # LARS momentum: the reference's LARS_simclr defaults to 0.9 but never stores its velocity
+    # (optimizers/lars_simclr.py: `self.state[p].get('velocity', 0)`, `next_v` unsaved), so it ran
+    # with none; 0.9 is the LARS the paper names, 0 what ran (config/paper-as-run.yaml).
     momentum: float = 0.9
     warmup_epochs: int = 10  # PatrickHua/SimSiam configs/simclr_cifar.yaml (the paper says only "cosine")
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 128
-    temperature: float = 0.5
+    lars_eta: float = 0.001  # PatrickHua/SimSiam optimizers/lars_simclr.py (trust_coef=1e-3, SimCLR's)
+    lars_clip_lr: bool = False  # PatrickHua/SimSiam optimizers/lars_simclr.py does not clip
+    # The reference's projection_MLP (PatrickHua/SimSiam models/simclr.py:33-44): hidden = in_dim =
+    # 512, out 256, no BatchNorm (the paper is silent on the head).
+    proj_hidden_dim: int = 512
+    proj_dim: int = 256
+    proj_bn: bool = False  # BatchNorm after the hidden layer (not in the reference head)
+    temperature: float = 0.5  # PatrickHua/SimSiam models/simclr.py:6 (NT_XentLoss default)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -54,7 +62,7 @@ class SimCLR(Method):
 
     def __init__(self, backbone, config: SimCLRConfig):
         super().__init__(backbone, config)
-        self.projector = SimCLRProjector(backbone.output_dim, config.proj_hidden_dim, config.proj_dim)
+        self.projector = SimCLRProjector(backbone.output_dim, config.proj_hidden_dim, config.proj_dim, config.proj_bn)
 
     def loss(self, views, index=None):
         x1, x2 = views

@@ -48,3 +48,13 @@ class SimSiam(Method):
 
     def fixed_lr_parameters(self):
         return list(self.predictor.parameters()) if self.config.fix_pred_lr else []
+
+
+def projector_from_state(method_state: dict, prefix: str = "projector.") -> SimSiamProjector:
+    """SimSiam's projector with the weights of a model file's method state (its `projector.*`
+    entries), sized from them: Experiment II's base and experts seen through their projector."""
+    weights = {key[len(prefix):]: value for key, value in method_state.items() if key.startswith(prefix)}
+    first = weights["0.weight"]  # Linear(in_dim, dim)
+    projector = SimSiamProjector(first.shape[1], first.shape[0])
+    projector.load_state_dict(weights)
+    return projector

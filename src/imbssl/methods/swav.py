@@ -20,7 +20,7 @@ embeddings (solo-learn's CIFAR recipe fills a 3,840-row queue from epoch 50; SwA
 for small batches). Without the queue, Sinkhorn balances each global batch on its own.
 
 Defaults: solo-learn's CIFAR recipe (vturrisi/solo-learn at 9187ea3, `scripts/pretrain/cifar/
-swav.yaml`); the SwAV paper trains on ImageNet only. See docs/recipe-new-methods.md.
+swav.yaml`); the SwAV paper trains on ImageNet only. See docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -34,17 +34,19 @@ from torch import nn
 from imbssl.core import distributed
 from imbssl.methods.msn import Prior, entropy, prior_distribution, sinkhorn
 from imbssl.methods.progress import RunProgress
-from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.methods.registry import LARSMethodConfig, Method, Optimizer, output_std
 from imbssl.models.heads import SwAVProjector
 
 
 @dataclass
-class SwAVConfig(MethodConfig):
+class SwAVConfig(LARSMethodConfig):
     optimizer: Optimizer = "lars"  # solo-learn scripts/pretrain/cifar/swav.yaml:33
     base_lr: float = 0.6  # solo-learn swav.yaml:35 (x batch/256: solo/args/pretrain.py:153-154)
     weight_decay: float = 1e-6  # solo-learn swav.yaml:37
     momentum: float = 0.9  # solo-learn solo/args/pretrain.py:164 (LARS momentum default)
     warmup_epochs: int = 10  # solo-learn solo/methods/base.py:293 (scheduler.warmup_epochs default)
+    lars_eta: float = 0.02  # solo-learn swav.yaml:40 (optimizer.kwargs; solo/utils/lars.py)
+    lars_clip_lr: bool = True  # solo-learn swav.yaml:39
     proj_hidden_dim: int = 2048  # solo-learn swav.yaml:19 (Linear-BN-ReLU-Linear: solo/methods/swav.py:65-70)
     proj_dim: int = 128  # solo-learn swav.yaml:21
     num_prototypes: int = 3000  # solo-learn swav.yaml:22
@@ -124,6 +126,16 @@ class SwAV(Method):
 
     def after_step(self, progress: float) -> None:
         self.progress.set(progress)
+
+    @torch.no_grad()
+    def prototype_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine of the projection to each (unit) prototype: the scores SwAV's codes come from."""
+        return F.normalize(self.projector(self.backbone(x)).float(), dim=1) @ F.normalize(self.prototypes.float(), dim=1).T
+
+    def prototype_prior(self) -> torch.Tensor:
+        """The Sinkhorn column marginals: 1/K (swav) or the power law (pswav)."""
+        k = self.prototypes.shape[0]
+        return self.marginals if self.marginals is not None else torch.full((k,), 1.0 / k, device=self.prototypes.device)
 
 
 class PSwAV(SwAV):

@@ -10,7 +10,7 @@ gathered with their gradient), as VICReg's code does (main_vicreg.py:200-201); t
 term is the local MSE, whose mean over ranks is the global one.
 
 Defaults: solo-learn's CIFAR recipe (vturrisi/solo-learn at 9187ea3, `scripts/pretrain/cifar/
-vicreg.yaml`); the paper trains on ImageNet only. See docs/recipe-new-methods.md.
+vicreg.yaml`); the paper trains on ImageNet only. See docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ import torch
 import torch.nn.functional as F
 
 from imbssl.core import distributed
-from imbssl.methods.registry import Method, MethodConfig, Optimizer, output_std
+from imbssl.methods.registry import LARSMethodConfig, Method, Optimizer, output_std
 from imbssl.models.heads import VICRegExpander
 
 
 @dataclass
-class VICRegConfig(MethodConfig):
+class VICRegConfig(LARSMethodConfig):
     optimizer: Optimizer = "lars"  # solo-learn scripts/pretrain/cifar/vicreg.yaml:59
     base_lr: float = 0.3  # solo-learn vicreg.yaml:61 (x batch/256: solo/args/pretrain.py:153-154)
     weight_decay: float = 1e-4  # solo-learn vicreg.yaml:63
     momentum: float = 0.9  # solo-learn solo/args/pretrain.py:164 (LARS momentum default)
     warmup_epochs: int = 10  # solo-learn solo/methods/base.py:293 (scheduler.warmup_epochs default)
+    lars_eta: float = 0.02  # solo-learn vicreg.yaml:66 (optimizer.kwargs; solo/utils/lars.py)
+    lars_clip_lr: bool = True  # solo-learn vicreg.yaml:65
     proj_hidden_dim: int = 2048  # solo-learn vicreg.yaml:18 (3 linear layers: solo/methods/vicreg.py:53-61)
     proj_dim: int = 2048  # solo-learn vicreg.yaml:19
     sim_weight: float = 25.0  # lambda: solo-learn vicreg.yaml:20 (= VICReg main_vicreg.py:58)

@@ -11,15 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _mlp_layers(dims: list[int], last_bn: bool = False) -> list[nn.Module]:
-    """Linear-BN-ReLU blocks between the given widths; the last layer is linear (optionally BN'd).
-    A Linear followed by BN has no bias (BN's shift replaces it)."""
+def _mlp_layers(dims: list[int], last_bn: bool = False, hidden_bn: bool = True) -> list[nn.Module]:
+    """Linear-BN-ReLU blocks between the given widths (Linear-ReLU without `hidden_bn`); the last
+    layer is linear (optionally BN'd). A Linear followed by BN has no bias (BN's shift replaces it)."""
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         last = i == len(dims) - 2
-        layers.append(nn.Linear(d_in, d_out, bias=last and not last_bn))
+        followed_by_bn = (last and last_bn) or (not last and hidden_bn)
+        layers.append(nn.Linear(d_in, d_out, bias=not followed_by_bn))
         if not last:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)] if hidden_bn else [nn.ReLU(inplace=True)]
         elif last_bn:
             layers.append(nn.BatchNorm1d(d_out))
     return layers
@@ -32,6 +33,7 @@ class SimSiamProjector(nn.Sequential):
 
     def __init__(self, in_dim: int, dim: int):
         super().__init__(*_mlp_layers([in_dim, dim, dim], last_bn=True))
+        self.out_dim = dim
 
 
 class SimSiamPredictor(nn.Sequential):
@@ -43,11 +45,13 @@ class SimSiamPredictor(nn.Sequential):
 
 
 class SimCLRProjector(nn.Sequential):
-    """SimCLR's nonlinear projection head g (Chen et al. 2020, Section 2.1): Linear-BN-ReLU-Linear
-    to the space the contrastive loss is computed in."""
+    """SimCLR's nonlinear projection head g (Chen et al. 2020, Section 2.1): Linear-ReLU-Linear to the
+    space the contrastive loss is computed in, as PatrickHua/SimSiam's `projection_MLP`
+    (`models/simclr.py`: 512 -> 512 -> 256, no BatchNorm); `batch_norm` adds BN after the hidden
+    Linear (SimCLR v2's and most later code's head)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
-        super().__init__(*_mlp_layers([in_dim, hidden_dim, out_dim]))
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
+        super().__init__(*_mlp_layers([in_dim, hidden_dim, out_dim], hidden_bn=batch_norm))
 
 
 class MSNProjector(nn.Sequential):
@@ -97,13 +101,16 @@ class WeightNormLinear(nn.Module):
 
 class DINOHead(nn.Module):
     """Linear-GELU-Linear-GELU-Linear to the bottleneck, L2 normalisation, then the weight-normalised
-    layer to K outputs (DINO vision_transformer.py:257-291, use_bn False, nlayers 3)."""
+    layer to K outputs (DINO vision_transformer.py:257-291, nlayers 3); `bn` puts BatchNorm after
+    each hidden Linear (DINO's use_bn, lightly's DINOProjectionHead batch_norm=True)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_prototypes: int,
-                 norm_last_layer: bool = True):
+                 norm_last_layer: bool = True, bn: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
-                                 nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim))
+        norm = (lambda: nn.BatchNorm1d(hidden_dim)) if bn else nn.Identity
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), norm(), nn.GELU(),
+                                 nn.Linear(hidden_dim, hidden_dim), norm(), nn.GELU(),
+                                 nn.Linear(hidden_dim, bottleneck_dim))
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):  # DINO's _init_weights
                 nn.init.trunc_normal_(layer.weight, std=0.02)

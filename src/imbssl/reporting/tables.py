@@ -24,7 +24,8 @@ from imbssl.core.atomic import write_text
 from imbssl.data.subsets import order_subsets, subset_order_key
 from imbssl.reporting.analysis import paired_difference
 
-TABLE_COLUMNS = ["subset", "n", "method", "top1_mean", "top1_std", "knn_top1_mean", "knn_top1_std", "seeds"]
+TABLE_COLUMNS = ["subset", "n", "method", "top1_mean", "top1_std", "knn_top1_mean", "knn_top1_std", "seeds",
+                 "collapsed"]
 DIFFERENCE_COLUMNS = ["subset_a", "method_a", "subset_b", "method_b", "pairs", "mean", "ci_low", "ci_high", "seeds"]
 CLUSTER_TABLE_COLUMNS = ["subset", "seed", "kind", "k", "n", "normalize", "sizes", "expert_steps", "nmi", "ari",
                          "backend"]
@@ -41,7 +42,7 @@ def std_over_seeds(values: np.ndarray) -> float:
 
 def load_results(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """The columns of the result files that Tables 2-4 summarise, one row per run."""
-    columns = ["subset", "method", "seed", "n", "top1", "knn_top1"]
+    columns = ["subset", "method", "seed", "n", "top1", "knn_top1", "collapsed"]
     rows = [{key: getattr(read_result(path), key) for key in columns} for path in paths]
     return pd.DataFrame(rows, columns=columns)
 
@@ -63,6 +64,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             "knn_top1_mean": float(knn.mean()) if len(knn) else float("nan"),
             "knn_top1_std": std_over_seeds(knn) if len(knn) else float("nan"),
             "seeds": len(group),
+            "collapsed": int(group["collapsed"].sum()),  # seeds whose training collapsed
         })
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     order = {s: i for i, s in enumerate(order_subsets(table["subset"]))}
@@ -71,7 +73,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 def markdown_table(summary: pd.DataFrame, methods: Sequence[str], title: str = "") -> str:
     """Rows: subsets with N; columns: methods; cells "mean ± std"; `n/a` where a run is missing."""
-    cells = {(r.subset, r.method): f"{r.top1_mean:.2f} ± {r.top1_std:.2f}" for r in summary.itertuples()}
+    cells = {(r.subset, r.method): f"{r.top1_mean:.2f} ± {r.top1_std:.2f}" + (" †" if r.collapsed else "")
+             for r in summary.itertuples()}
     sizes = dict(zip(summary["subset"], summary["n"]))
     columns = list(methods) + [m for m in dict.fromkeys(summary["method"]) if m not in methods]
     lines = [f"**{title}**", ""] if title else []
@@ -80,6 +83,8 @@ def markdown_table(summary: pd.DataFrame, methods: Sequence[str], title: str = "
     for subset in order_subsets(summary["subset"]):
         row = [cells.get((subset, method), "n/a") for method in columns]
         lines.append(f"| {subset} | {sizes[subset]:,} | " + " | ".join(row) + " |")
+    if summary["collapsed"].any():
+        lines += ["", "† the training of at least one seed collapsed (its output std stayed near 0, or its targets uniform; see its job log)"]
     return "\n".join(lines) + "\n"
 
 

@@ -13,13 +13,16 @@ from imbssl import UserError
 from imbssl.core.artifacts import ModelMeta, read_assignments, read_model, require_same_images
 from imbssl.data.augment import AugmentConfig
 from imbssl.methods.distill import DistillConfig, Distiller, Teachers, initial_student
-from imbssl.models.backbones import backbone_from_meta, restore_backbone
+from imbssl.evaluation.features import encoder_of
+from imbssl.models.backbones import backbone_from_meta
 from imbssl.training.jobs import fingerprint, model_meta, open_job, run_settings, run_training
-from imbssl.training.loop import TrainSettings
+from imbssl.training.loop import StageSchedule, TrainSettings
 
 
-def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[Teachers, ModelMeta]:
-    """The frozen teachers on `device`, and the base's model.pt metadata (arch, width, ...)."""
+def load_teachers(base: str, experts: list[str], device: torch.device,
+                  target: str = "backbone") -> tuple[Teachers, ModelMeta]:
+    """The frozen teachers on `device` (backbones, or backbones followed by their projector for
+    `target: projector`), and the base's model.pt metadata (arch, width, ...)."""
     base_model = read_model(base)
     expert_backbones = []
     for path in experts:
@@ -28,8 +31,8 @@ def load_teachers(base: str, experts: list[str], device: torch.device) -> tuple[
             if getattr(expert.meta, key) != getattr(base_model.meta, key):
                 raise UserError(f"expert {path} has {key}={getattr(expert.meta, key)} but the base {base} has "
                                 f"{getattr(base_model.meta, key)}: retrain the experts from the base model")
-        expert_backbones.append(restore_backbone(expert, device))
-    return Teachers(restore_backbone(base_model, device), expert_backbones), base_model.meta
+        expert_backbones.append(encoder_of(expert, device, target))
+    return Teachers(encoder_of(base_model, device, target), expert_backbones), base_model.meta
 
 
 def distill(
@@ -45,6 +48,7 @@ def distill(
     settings: TrainSettings | None = None,
     augment: AugmentConfig | None = None,
     provenance: dict | None = None,
+    stage: StageSchedule | None = None,
 ) -> Path:
     """Train a student from `base` and `experts` (model.pt files, expert j for cluster j of the
     `clusters` assignments.csv) on `subset`; writes out_dir/model.pt (student backbone only)."""
@@ -56,15 +60,17 @@ def distill(
     if len(experts) < num_clusters:
         raise UserError(f"{clusters} has {num_clusters} clusters but {len(experts)} experts were given: "
                         f"pass one expert model per cluster (clustering.k)")
-    teachers, meta = load_teachers(base, experts, device)
+    teachers, meta = load_teachers(base, experts, device, config.target)
     if data.image_size != meta.image_size:
         raise UserError(f"{train_data} has {data.image_size}px images but the base {base} was trained on "
                         f"{meta.image_size}px: use the train split the base was trained on")
     torch.manual_seed(seed)  # the student's initial weights (with init: scratch) and its heads'
-    student = initial_student(config.init, teachers.base, backbone_from_meta(meta))
+    base_backbone = teachers.base[0] if isinstance(teachers.base, torch.nn.Sequential) else teachers.base
+    student = initial_student(config.init, base_backbone, backbone_from_meta(meta))
     module = Distiller(student, config, teachers, torch.tensor(cluster_of)).to(device)
+    stage = stage or StageSchedule()
     run_id = fingerprint("distill", asdict(config), run_settings(settings), asdict(augment), seed, data.indices.tolist(),
-                         cluster_of.tolist(), base, list(experts))
+                         cluster_of.tolist(), base, list(experts), asdict(stage))
     student_meta = model_meta(data, settings, seed, "distill", meta.arch, meta.width, meta.stem or "auto",
                               student.output_dim, provenance, teachers=[base, *experts])
-    return run_training(module, data, settings, augment, out_dir, seed, run_id, student_meta)
+    return run_training(module, data, settings, augment, out_dir, seed, run_id, student_meta, stage)

@@ -22,7 +22,7 @@ from imbssl.data.device import (ResidentImages, StreamedImages, choose_resident,
                                 resolve_device)
 from imbssl.data.store import Split, load_split
 from imbssl.methods.registry import Method
-from imbssl.training.loop import Monitor, TrainSettings, train_loop
+from imbssl.training.loop import Monitor, StageSchedule, TrainSettings, collapse_epoch, train_loop
 
 
 @dataclass
@@ -89,10 +89,12 @@ def fingerprint(*parts) -> str:
 
 
 def run_training(module: Method, data: TrainingData, settings: TrainSettings, augment: AugmentConfig,
-                 out_dir: str | os.PathLike, seed: int, run_id: str, meta: ModelMeta) -> Path:
+                 out_dir: str | os.PathLike, seed: int, run_id: str, meta: ModelMeta,
+                 stage: StageSchedule | None = None) -> Path:
     """Monitor, augmentations, the loop with resume, then model.pt with `meta`."""
     batch_aug = BatchAugment(augment, data.train.mean, data.train.std, data.image_size)
-    train_loop(module, data.images, settings, batch_aug, out_dir, seed, run_id, make_monitor(data))
+    rows = train_loop(module, data.images, settings, batch_aug, out_dir, seed, run_id, make_monitor(data), stage)
+    meta.collapsed_from_epoch = collapse_epoch(rows)
     return save_model(module, Path(out_dir), meta)
 
 

@@ -58,6 +58,16 @@ class TrainSettings:
 
 
 @dataclass
+class StageSchedule:
+    """Where a job sits in a longer learning-rate schedule (Experiment II's `clustering.schedule:
+    continuous`: one warm-up and one cosine over base + experts + student, each stage running its
+    slice). The defaults are the job's own schedule (`per_stage`)."""
+
+    schedule_start_epoch: int = 0  # epochs of the whole schedule before this job's first
+    schedule_epochs: int = 0  # epochs of the whole schedule; 0: this job's own
+
+
+@dataclass
 class Monitor:
     """Labelled images used only to report kNN accuracy while training (never to train)."""
 
@@ -71,22 +81,59 @@ class Monitor:
     image_size: int  # the centre crop features are computed on
 
 
+# Collapse: every image mapped to (nearly) one output. The std of L2-normalised outputs is about
+# 1/sqrt(dim) when healthy (SimSiam paper, Section 4.1) and 0 when collapsed; below COLLAPSE_STD for
+# COLLAPSE_EPOCHS epochs in a row counts as collapsed (our thresholds: 1e-4 is 40x below a healthy
+# std even for 65,536-d outputs).
+COLLAPSE_STD = 1e-4
+COLLAPSE_EPOCHS = 3
+# Uniform collapse of a method with sharpened targets (DINO): every image's target is (nearly) the
+# uniform distribution over the K outputs. Methods that report "target_entropy" (the mean per-image
+# target entropy over log K) count as collapsed at or above this share (our threshold).
+UNIFORM_TARGET_ENTROPY = 0.99
+
+
+def collapsed_row(row: dict) -> bool:
+    """One epoch's metrics say: outputs (nearly) identical, or targets (nearly) uniform."""
+    return row.get("out_std", 1.0) < COLLAPSE_STD or row.get("target_entropy", 0.0) >= UNIFORM_TARGET_ENTROPY
+
+
+def collapse_epoch(rows: list[dict]) -> int | None:
+    """The epoch from which every epoch was a collapsed one (`collapsed_row`), COLLAPSE_EPOCHS epochs
+    or more up to the last row (the run ended collapsed); None otherwise."""
+    streak = 0
+    for row in reversed(rows):
+        if not collapsed_row(row):
+            break
+        streak += 1
+    return rows[-streak]["epoch"] if streak >= COLLAPSE_EPOCHS else None
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """How a run's images become optimizer steps, and the learning rate of each step."""
+    """How a run's images become optimizer steps, and the learning rate of each step: a linear
+    warm-up then a cosine over the whole schedule, of which this job runs the epochs from
+    `start_epoch` (0 and the job's own epochs unless it is a stage of a continuous schedule)."""
 
     batch_size: int  # global: the lr rule and the step count use it
     steps_per_epoch: int
-    epochs: int
-    warmup_steps: int
+    epochs: int  # this job's
+    warmup_steps: int  # of the whole schedule, in this job's steps
     peak_lr: float
+    start_epoch: int = 0
+    schedule_epochs: int = 0  # 0: `epochs`
 
     @property
     def total_steps(self) -> int:
+        """This job's optimizer steps."""
         return self.epochs * self.steps_per_epoch
 
     def lr(self, step: int) -> float:
-        return cosine_lr(step, self.total_steps, self.peak_lr, self.warmup_steps)
+        """The lr of this job's `step`: the whole schedule's at the same point, counted in this job's
+        steps per epoch, so a stage boundary falls where one uninterrupted cosine would have it."""
+        offset = self.start_epoch * self.steps_per_epoch
+        total = (self.schedule_epochs or self.epochs) * self.steps_per_epoch
+        return cosine_lr(offset + step, total, self.peak_lr, self.warmup_steps)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -108,13 +155,16 @@ def effective_batch_size(n: int, batch_size: int, world_size: int = 1) -> int:
     return batch
 
 
-def plan_schedule(module: Method, n: int, settings: TrainSettings, out_dir: Path) -> Schedule:
+def plan_schedule(module: Method, n: int, settings: TrainSettings, out_dir: Path,
+                  stage: StageSchedule | None = None) -> Schedule:
     """The run's batch, steps and learning rates; says in the log how many steps it takes (small
     clusters, Experiment II's experts, may get few)."""
+    stage = stage or StageSchedule()
     batch_size = effective_batch_size(n, settings.batch_size, distributed.world_size())
     steps_per_epoch = n // batch_size
     warmup_epochs = module.config.warmup_epochs
-    assert warmup_epochs < settings.epochs, f"{module.section}.warmup_epochs >= the job's epochs (config check)"
+    whole = stage.schedule_epochs or settings.epochs
+    assert warmup_epochs < whole, f"{module.section}.warmup_epochs >= the job's epochs (config check)"
     if distributed.is_main():
         if batch_size < settings.batch_size:
             print(f"[imbssl] {n} images < batch size {settings.batch_size}: training with batch {batch_size}",
@@ -122,7 +172,7 @@ def plan_schedule(module: Method, n: int, settings: TrainSettings, out_dir: Path
         print(f"[imbssl] {out_dir}: {n} images in batches of {batch_size}: {settings.epochs} epochs x "
               f"{steps_per_epoch} steps = {settings.epochs * steps_per_epoch} optimizer steps", file=sys.stderr)
     return Schedule(batch_size, steps_per_epoch, settings.epochs, warmup_epochs * steps_per_epoch,
-                    module.peak_lr(batch_size))
+                    module.peak_lr(batch_size), stage.schedule_start_epoch, stage.schedule_epochs)
 
 
 def prepare_module(module: Method, device: torch.device, settings: TrainSettings,
@@ -170,6 +220,7 @@ def train_loop(
     seed: int,
     run_id: str,
     monitor: Monitor | None = None,
+    stage: StageSchedule | None = None,
 ) -> list[dict]:
     """Train `module` (a Method) on uint8 NCHW `images`: a tensor on the device, or an image
     source (data/device.py) that is resident or streams batches, prefetched, in the epoch's order.
@@ -180,7 +231,7 @@ def train_loop(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = as_source(images)
-    schedule = plan_schedule(module, len(images), settings, out_dir)
+    schedule = plan_schedule(module, len(images), settings, out_dir, stage)
     optimizer = prepare_module(module, images.device, settings, schedule)
     rows, start_epoch = resume(module, optimizer, out_dir, run_id, images.device)
     model = distributed.wrap(module, images.device)  # DistributedDataParallel with several processes
@@ -219,22 +270,22 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images, augmen
         set_lr(optimizer, lr)
         loss, metrics = train_step(model, optimizer, images, index, augment, generator, host_generator, amp,
                                    channels_last, batch=batch)
-        module.after_step((global_step + 1) / schedule.total_steps)
+        module.after_step((global_step + 1) / schedule.total_steps)  # this job's progress (EMA, SwAV, DINO)
         for key, value in {"loss": loss, **metrics}.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float()
         if (step + 1) % settings.log_every == 0:
             running = distributed.mean_over_ranks(sums["loss"]).item() / (step + 1)  # the only per-N-steps sync
-            _check_finite(running, epoch, out_dir)
+            _check_finite(running, epoch, out_dir, module.section)
             progress.steps(step + 1, running)
-    return _epoch_row(sums, epoch, lr, schedule, time.perf_counter() - started, out_dir)
+    return _epoch_row(sums, epoch, lr, schedule, time.perf_counter() - started, out_dir, module.section)
 
 
 def _epoch_row(sums: dict[str, torch.Tensor], epoch: int, lr: float, schedule: Schedule, seconds: float,
-               out_dir: Path) -> dict:
+               out_dir: Path, section: str) -> dict:
     row = {"epoch": epoch + 1, "lr": lr, "steps": (epoch + 1) * schedule.steps_per_epoch}
     means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) / schedule.steps_per_epoch
     row.update(zip(sums, means.tolist()))
-    _check_finite(row["loss"], epoch, out_dir)
+    _check_finite(row["loss"], epoch, out_dir, section)
     row["images_per_s"] = schedule.steps_per_epoch * schedule.batch_size / seconds
     row["seconds"] = seconds
     return row
@@ -249,12 +300,24 @@ def end_epoch(module: Method, optimizer: torch.optim.Optimizer, rows: list[dict]
     if monitor is not None and (last or (settings.knn_every and epoch % settings.knn_every == 0)):
         row["knn_top1"] = monitor_knn(module.eval_backbone, monitor, settings)
     progress.epoch(row)
+    _warn_on_collapse(rows, module.section)
     if not distributed.is_main():
         return
     write_metrics(out_dir / "metrics.csv", rows)
     if not last and settings.checkpoint_every and epoch % settings.checkpoint_every == 0:
         save_checkpoint(out_dir / "checkpoint.pt", {"run_id": run_id, "epoch": epoch, "module": module.state_dict(),
                                                     "optimizer": optimizer.state_dict(), "metrics": rows})
+
+
+def _warn_on_collapse(rows: list[dict], section: str) -> None:
+    """One warning in the job's log, the epoch the collapse is first recognised."""
+    since = collapse_epoch(rows)
+    if since is not None and rows[-1]["epoch"] - since + 1 == COLLAPSE_EPOCHS and distributed.is_main():
+        print(f"[imbssl] warning: {section} collapsed from epoch {since} ({COLLAPSE_EPOCHS} epochs): the output "
+              f"std stayed below {COLLAPSE_STD:g} or the per-image targets stayed at least "
+              f"{UNIFORM_TARGET_ENTROPY:.0%} of uniform entropy; every image maps to about one output. Lower "
+              f"{section}.base_lr or change its heads; the result file and the tables will flag this run",
+              file=sys.stderr, flush=True)
 
 
 def train_step(
@@ -281,11 +344,11 @@ def train_step(
     return loss, metrics
 
 
-def _check_finite(loss: float, epoch: int, out_dir: Path) -> None:
+def _check_finite(loss: float, epoch: int, out_dir: Path, section: str) -> None:
     if not math.isfinite(loss):
         raise UserError(
-            f"training diverged: loss is {loss} in epoch {epoch + 1} ({out_dir}); lower the method's "
-            f"base_lr or raise its warmup_epochs, then rerun"
+            f"training diverged: loss is {loss} in epoch {epoch + 1} ({out_dir}); lower {section}.base_lr or "
+            f"raise {section}.warmup_epochs, then rerun"
         )
 
 

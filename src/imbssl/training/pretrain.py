@@ -13,7 +13,7 @@ from imbssl.data.augment import AugmentConfig
 from imbssl.methods.registry import Method, MethodConfig, build_method
 from imbssl.models.backbones import ModelConfig, build_backbone
 from imbssl.training.jobs import fingerprint, model_meta, open_job, run_settings, run_training
-from imbssl.training.loop import TrainSettings
+from imbssl.training.loop import StageSchedule, TrainSettings
 
 
 def pretrain(
@@ -30,6 +30,7 @@ def pretrain(
     init: str | None = None,
     init_heads: bool = True,
     provenance: dict | None = None,
+    stage: StageSchedule | None = None,
 ) -> Path:
     """Self-supervised pretraining of `method` on the images of `subset`; writes out_dir/model.pt."""
     settings, model, augment = settings or TrainSettings(), model or ModelConfig(), augment or AugmentConfig()
@@ -39,11 +40,12 @@ def pretrain(
     module = build_method(method, backbone, **asdict(method_config)).to(device)
     if init is not None:
         initialise(module, init, init_heads, device)
+    stage = stage or StageSchedule()
     run_id = fingerprint(method, asdict(method_config), run_settings(settings), asdict(model), asdict(augment),
-                         seed, data.indices.tolist(), init, init_heads)
+                         seed, data.indices.tolist(), init, init_heads, asdict(stage))
     meta = model_meta(data, settings, seed, method, model.arch, model.width, getattr(backbone, "stem", "auto"),
                       backbone.output_dim, provenance)
-    return run_training(module, data, settings, augment, out_dir, seed, run_id, meta)
+    return run_training(module, data, settings, augment, out_dir, seed, run_id, meta, stage)
 
 
 def initialise(module: Method, init: str, init_heads: bool, device: torch.device) -> None:
