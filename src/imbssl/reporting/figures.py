@@ -87,7 +87,9 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
     k = len(table)
     with plot_style(settings) as plt:
         colours = plt.get_cmap("tab10" if k <= 10 else "tab20")
-        fig, (scatter, heat) = plt.subplots(1, 2, figsize=(settings.width * 1.6, settings.height),
+        # Taller with more clusters, so that each row of the heatmap keeps room for its counts.
+        height = max(settings.height, 1.6 + 0.35 * k)
+        fig, (scatter, heat) = plt.subplots(1, 2, figsize=(settings.width * 1.6, height),
                                             layout="constrained", width_ratios=[1, 1.3])
         for j in range(k):
             members = points["cluster"].to_numpy() == j
@@ -98,9 +100,6 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
         scatter.set_title("base features, by cluster")
         scatter.legend(title="cluster (images)", fontsize="x-small", markerscale=4, frameon=False)
         image = heat.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-        for (j, c), n in np.ndenumerate(counts):
-            heat.text(c, j, f"{n}", ha="center", va="center", fontsize="x-small",
-                      color="white" if share[j, c] > 0.6 else "black")
         class_ticks(heat, list(table.columns))
         heat.set_yticks(range(k), [str(j) for j in table.index])
         heat.set_xlabel("class (reporting only)")
@@ -111,7 +110,31 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
             summary = read_cluster_summary(summary_file)
             fig.suptitle(f"{summary.get('subset', '')} seed {summary.get('seed', '')}: k={summary['k']}, "
                          f"NMI {summary['nmi']:.3f}, ARI {summary['ari']:.3f}")
+        _write_counts(fig, heat, counts, share, settings.font_size)
         save_figure(fig, outs, settings.dpi)
+
+
+def count_font_size(cell_width: float, cell_height: float, counts: np.ndarray, largest: float) -> float | None:
+    """The font size (points) at which every count fits its heatmap cell (cell sizes in points), at
+    most `largest` (the figure's font); None when even 5 points do not fit: the colour alone then
+    tells the share (CIFAR-100's 100 classes)."""
+    digits = max((len(str(int(n))) for n in counts.flat), default=1)
+    size = min(largest, cell_height * 0.55, cell_width / (0.62 * digits + 0.5))
+    return size if size >= 5 else None
+
+
+def _write_counts(fig, heat, counts: np.ndarray, share: np.ndarray, largest: float) -> None:
+    """Each cell's image count in it, as large as the cells allow (measured once the layout is done)."""
+    fig.canvas.draw()  # lays the figure out: the heatmap's size on the page is known from here
+    box = heat.get_window_extent()
+    points = 72 / fig.dpi
+    size = count_font_size(box.width * points / counts.shape[1], box.height * points / counts.shape[0], counts,
+                           largest)
+    if size is None:
+        return
+    for (j, c), n in np.ndenumerate(counts):
+        heat.text(c, j, f"{n}", ha="center", va="center", fontsize=size,
+                  color="white" if share[j, c] > 0.6 else "black")
 
 
 # ---------------------------------------------------------------------------------------------

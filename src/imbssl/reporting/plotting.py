@@ -53,3 +53,16 @@ def class_ticks(ax, names: Sequence[str]) -> None:
     """Class names on the x axis, slanted when they are words (e.g. CIFAR-10's "automobile")."""
     long_names = max(map(len, names), default=0) > 3
     ax.set_xticks(range(len(names)), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+
+
+def plain_ticks(ax, axis: str = "y") -> None:
+    """Tick labels as plain numbers: no offset ("+6.25e-2" above the axis) and no scientific
+    notation for everyday magnitudes; the decimals follow the tick spacing, so a sensible axis
+    range gives short labels."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_powerlimits((-4, 5))
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(formatter)
+    target.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
