@@ -293,6 +293,7 @@ def test_html_tables_escape_what_they_show(tmp_path):
         "<strong>Table 2</strong>: <code>random</code> vs <em>kNN</em>, head &gt; 100 &amp; a * b"
     page = html_page(["x <script>"], "a <b>")
     assert "<script>" not in page and "x &lt;script&gt;" in page and "<title>a &lt;b&gt;</title>" in page
+    assert "<p>Groups:</p>\n<ul><li>a &gt; b</li><li>c</li></ul>" in html_page(["Groups:\n- a > b\n- c"], "t")
     page = html_page([Table(["Method", "Top-1"], [["A<b>", "1.00"]], [False, True])], "t")
     assert '<td class="txt">A&lt;b&gt;</td><td class="num">1.00</td>' in page
 
@@ -477,3 +478,87 @@ def test_written_files_are_the_outputs_and_what_changed_in_an_output_folder(tmp_
                               other=str(tmp_path / "unrelated.csv"))
     assert written_files(args, started) == [run / "metrics.csv", run / "model.pt", tmp_path / "train.npz",
                                             tmp_path / "train.images.npy"]
+
+
+# --- figures: readable counts and ticks, shared ranges ---
+
+
+def test_figure3_counts_are_as_large_as_their_cells_allow():
+    from imbssl.reporting.figures import count_font_size
+
+    counts = np.array([[5000, 12], [3, 0]])  # 4 digits at most
+    assert count_font_size(40, 60, counts, largest=9) == 9  # room to spare: the figure's font
+    # 20 pt wide cells: 4 digits of 0.62 em plus a margin fit at 20 / 2.98 points.
+    assert count_font_size(20, 60, counts, largest=9) == pytest.approx(20 / (0.62 * 4 + 0.5))
+    assert count_font_size(40, 10, counts, largest=9) == pytest.approx(5.5)  # short rows
+    assert count_font_size(4, 60, counts, largest=9) is None  # CIFAR-100's 100 classes: colour only
+
+
+def test_many_class_names_are_thinned_out_to_stay_apart():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from imbssl.reporting.plotting import class_ticks
+
+    fig, ax = plt.subplots()
+    class_ticks(ax, [f"class{c}" for c in range(100)])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(labels) == 25 and labels[:2] == ["class0", "class4"]
+    class_ticks(ax, ["airplane", "automobile", "bird"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["airplane", "automobile", "bird"]
+    plt.close(fig)
+
+
+def test_curves_that_are_compared_share_one_readable_range():
+    from imbssl.reporting.curves import metric_limits
+
+    # kNN of 45-47 % beside 24-25 %: one range over both; a 1-point wobble alone still spans 10 points.
+    assert metric_limits("knn_top1", np.array([45.0, 47.0, 24.0, 25.0])) == (22, 49)
+    low, high = metric_limits("knn_top1", np.array([46.0, 47.0]))
+    assert high - low >= 10 and low <= 46 and high >= 47
+    assert metric_limits("knn_top1", np.array([99.0, 100.0])) == (89, 100)  # within 0-100 %
+    # The output std from 0 (collapse), whatever its wobble.
+    assert metric_limits("out_std", np.array([0.06240, 0.06252])) == (0.0, pytest.approx(0.06252 * 1.15))
+    assert metric_limits("loss", np.array([])) is None
+
+
+def _captured_figure(monkeypatch, module):
+    figures = []
+    monkeypatch.setattr(module, "save_figure", lambda fig, outs, dpi: figures.append(fig))
+    return figures
+
+
+def test_stage_curves_draw_the_distillation_loss_on_its_own_axis(tmp_path, monkeypatch):
+    from imbssl.reporting import curves
+
+    figures = _captured_figure(monkeypatch, curves)
+    simsiam = [_metrics_csv(tmp_path / f"s{i}.csv", 4) for i in range(3)]  # losses 0.25-1
+    students = [_metrics_csv(tmp_path / f"d{i}.csv", 2, offset=100.0) for i in range(2)]  # losses near 100
+    curves.figure_stage_curves(simsiam[0], [simsiam[1:], simsiam[1:]], students, ["kmeans", "random"],
+                               [tmp_path / "s.png"])
+    fig = figures[0]
+    loss_axes = [ax for ax in fig.axes if ax.get_ylabel() == "SimSiam loss"]
+    main = fig.axes[0]
+    assert loss_axes == [main] and main.get_ylim()[1] < 2  # the SimSiam loss keeps its own scale
+    twins = [ax for ax in fig.axes if ax is not main and ax.get_shared_x_axes().joined(ax, main)
+             and ax.get_ylim()[0] > 50]
+    assert twins, "the student's loss (about 100) has an axis of its own"
+    assert all(max(line.get_ydata(), default=0) < 2 for line in main.get_lines())  # not drawn on the SimSiam axis
+    assert any(min(line.get_ydata(), default=0) > 50 for line in twins[0].get_lines())
+    knn = [ax for ax in fig.axes if ax.get_ylabel() == "kNN top-1 (%)"][0]
+    rows = [ax for ax in fig.axes if ax.get_position().y0 == pytest.approx(knn.get_position().y0)]
+    assert len({ax.get_ylim() for ax in rows}) == 1  # both partitions on one kNN range
+
+
+def test_training_curves_share_the_knn_and_std_ranges_not_the_loss(tmp_path, monkeypatch):
+    from imbssl.reporting import curves
+
+    figures = _captured_figure(monkeypatch, curves)
+    metrics = [_metrics_csv(tmp_path / "a.csv", 4), _metrics_csv(tmp_path / "b.csv", 4, offset=10.0)]
+    curves.figure_training_curves(metrics, ["SimSiam", "SimCLR"], [tmp_path / "c.png"])
+    axes = np.array(figures[0].axes).reshape(3, 2)
+    assert axes[0, 0].get_ylim() != axes[0, 1].get_ylim()  # losses on their own scales
+    assert axes[1, 0].get_ylim() == axes[1, 1].get_ylim() and axes[2, 0].get_ylim() == axes[2, 1].get_ylim()
+    assert axes[2, 0].get_ylim()[0] == 0.0  # the output std from 0

@@ -273,6 +273,33 @@ def test_a_terminal_gets_a_bar_per_epoch_with_loss_lr_speed_and_the_last_knn(cap
     assert not any("knn" in line for line in lines if "epoch 1/2" in line)
 
 
+def test_the_loop_moves_the_bar_every_step_and_gives_the_loss_every_log_every_steps(digits_data, tmp_path,
+                                                                                    monkeypatch):
+    from imbssl.training import loop
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, *args):
+            self.args = args  # name, epochs, steps per epoch, start epoch, batch size
+
+        def steps(self, done, lr, running_loss=None):
+            calls.append((done, lr, running_loss))
+
+        def epoch(self, row):
+            calls.append(("epoch", row["epoch"]))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(loop, "make_progress", Recorder)
+    _pretrain(digits_data, tmp_path / "run", settings=_settings(epochs=1, batch_size=8, log_every=2, knn_every=0))
+    steps = [call for call in calls if call[0] != "epoch"]
+    assert [done for done, _, _ in steps] == list(range(1, len(steps) + 1)) and len(steps) > 3  # every step
+    assert [done for done, _, loss in steps if loss is not None] == [d for d in range(1, len(steps) + 1) if d % 2 == 0]
+    assert all(lr > 0 for _, lr, _ in steps) and calls[-1] == ("epoch", 1)
+
+
 def test_a_terminal_keeps_the_progress_bar(monkeypatch):
     from imbssl.training import progress as train
 

@@ -2,7 +2,8 @@
 paper or a README) and as a small HTML page that the Snakemake report shows inline.
 
 A document is a list of blocks: a paragraph (a string, with Markdown's `**bold**`, `*italic*` and
-`` `code` `` marks; a line break stays a line break) or a `Table` of cells that are already text.
+`` `code` `` marks; a line break stays a line break, lines starting with "- " are a list) or a
+`Table` of cells that are already text.
 Every number is formatted where the table is built, once, so the Markdown, the HTML page and the
 report all show the same digits. No torch, no pandas: strings in, strings out.
 """
@@ -67,7 +68,14 @@ def _html_table(table: Table) -> str:
 
 
 def _html_paragraph(text: str) -> str:
-    return "<p>" + "<br>\n".join(inline_html(line) for line in text.splitlines()) + "</p>"
+    """A paragraph; its lines that start with "- " (a Markdown list under it) as a list."""
+    lines = text.splitlines()
+    lead = [line for line in lines if not line.startswith("- ")]
+    items = [line[2:] for line in lines if line.startswith("- ")]
+    html_text = "<p>" + "<br>\n".join(inline_html(line) for line in lead) + "</p>" if lead else ""
+    if items:
+        html_text += "\n<ul>" + "".join(f"<li>{inline_html(item)}</li>" for item in items) + "</ul>"
+    return html_text
 
 
 # Small and self-contained (the report embeds the page as it is): readable in the report's frame,

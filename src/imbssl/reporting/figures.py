@@ -21,7 +21,7 @@ from imbssl.core.artifacts import read_cluster_summary, read_prototype_usage
 from imbssl.data.store import class_names
 from imbssl.data.subsets import subset_class_counts, subset_kind_and_factor
 from imbssl.methods.catalog import label as method_label
-from imbssl.reporting.plotting import PlotSettings, class_ticks, plot_style, save_figure
+from imbssl.reporting.plotting import PlotSettings, class_ticks, log_counts, plot_style, save_figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
         scatter.set_xlabel("PC 1")
         scatter.set_ylabel("PC 2")
         scatter.set_title("base features, by cluster")
-        scatter.legend(title="cluster (images)", fontsize="x-small", markerscale=4, frameon=False)
+        scatter.legend(title="cluster (images)", fontsize="small", markerscale=4, frameon=False)
         image = heat.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         class_ticks(heat, list(table.columns))
         heat.set_yticks(range(k), [str(j) for j in table.index])
@@ -162,11 +162,13 @@ def figure_prototype_usage(usage_paths: Sequence[str | os.PathLike], outs: Seque
             ax.loglog(np.arange(1, len(used) + 1), used, color=color, lw=1.8,
                       label=f"{label} ({len(used)}/{usage.num_prototypes} used)")
             expected = np.asarray(usage.expected, dtype=float)
-            prior_name = "uniform" if usage.prior == "uniform" else f"power law, tau={usage.tau:g}"
+            prior_name = "uniform" if usage.prior == "uniform" else f"power law, τ = {usage.tau:g}"
             ax.loglog(np.arange(1, len(expected) + 1), expected, color=color, ls="--", lw=1.0,
                       label=f"{label} prior ({prior_name})")
         ax.set_xlabel("prototype rank (most used first)")
         ax.set_ylabel("images won")
+        for axis in (ax.xaxis, ax.yaxis):
+            log_counts(axis)
         if title:
             ax.set_title(title)
         ax.legend(fontsize=7, frameon=False)

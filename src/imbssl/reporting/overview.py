@@ -167,18 +167,23 @@ def backbone_name(arch: str | None, width: int | None) -> str:
 
 def _commits(results: Sequence[EvalResult]) -> str:
     """The imbssl versions and git commits that made the results and their models."""
-    made = set()
+    made: dict[str, set[str]] = {}  # version -> commits
     for result in results:
         for provenance in (result.provenance, result.provenance.get("model", {}).get("provenance") or {}):
             if provenance.get("imbssl_version"):
-                made.add((provenance["imbssl_version"], provenance.get("git_commit") or ""))
+                made.setdefault(provenance["imbssl_version"], set()).add(provenance.get("git_commit") or "")
     if not made:
         return "imbssl version not recorded"
+
+    def commit(text: str) -> str:
+        dirty = " with uncommitted changes" if text.endswith("+dirty") else ""
+        return f"``{text.removesuffix('+dirty')[:10]}``{dirty}"
+
     parts = []
-    for version, commit in sorted(made):
-        dirty = commit.endswith("+dirty")
-        commit = commit.removesuffix("+dirty")[:10]
-        where = f" at commit ``{commit}``" + (" with uncommitted changes" if dirty else "") if commit else ""
+    for version, commits in sorted(made.items()):
+        known = sorted(c for c in commits if c)
+        where = "" if not known else f" at commit {commit(known[0])}" if len(known) == 1 else \
+            " at commits " + ", ".join(map(commit, known))
         parts.append(f"imbssl {_rst(version)}{where}")
     return "; ".join(parts)
 

@@ -152,10 +152,10 @@ def groups_blocks(summary: pd.DataFrame, grouping: Grouping, methods: Sequence[s
     """A table per probe: rows subset x method, columns top-1, head, medium, tail, balancedness, worst."""
     present = list(dict.fromkeys(summary["method"]))
     methods = [m for m in methods if m in present] + [m for m in present if m not in methods]
-    notes = ("Groups: " + "; ".join(grouping.describe(s) for s in order_subsets(summary["subset"])) + ".\n"
-             "Balancedness = std of the per-class accuracy over classes (lower is more even); worst = the "
+    groups = "Groups:\n" + "\n".join(f"- {grouping.describe(s)}" for s in order_subsets(summary["subset"]))
+    notes = ("Balancedness = std of the per-class accuracy over classes (lower is more even); worst = the "
              "lowest per-class accuracy; a group's accuracy is the mean over its classes.")
-    blocks: list[Block] = [*title_block(title), notes]
+    blocks: list[Block] = [*title_block(title), groups, notes]
     cells = {(r.subset, r.method, r.probe): r for r in summary.itertuples()}
     for probe, heading in (("linear", "Linear probe"), ("knn", "kNN")):
         rows = []
