@@ -82,7 +82,8 @@ include: "workflow/rules/report.smk"
 # `snakemake --report` takes its tables and figures from the files on disk but renders its captions
 # from this config: when the result files were made with other settings, it stops here in one line
 # naming them; otherwise its landing page describes the run from the files' provenance. With
-# --report-after-run the run first brings the results up to date, and the text is written after it.
+# --report-after-run the run first brings the results up to date: the text is written again after
+# it (Snakemake skips onsuccess when there was nothing to do, and then the results are current).
 REPORT_MODE = report_mode(sys.argv)
 REPORT_DESCRIPTION = workflow.source_path("workflow/report/workflow.rst")
 REPORT_TEXT = Path(".snakemake/imbssl/report.rst").resolve()
@@ -91,6 +92,7 @@ if REPORT_MODE == "report":
     if mismatch:
         print(mismatch, file=sys.stderr)
         sys.exit(1)
+if REPORT_MODE:
     write_report_text(ALL_RESULTS, REPORT_DESCRIPTION, REPORT_TEXT)
 
 

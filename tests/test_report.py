@@ -436,11 +436,14 @@ def test_the_report_text_keeps_the_overview_verbatim_through_jinja(tmp_path):
     from imbssl.reporting.overview import write_report_text
 
     paths = _demo_results(tmp_path)
+    (tmp_path / "v1.json").write_text("{}")  # an older result file: its evaluate job will rewrite it
+    paths += [str(tmp_path / "v1.json"), str(tmp_path / "missing.json")]
     description = tmp_path / "workflow.rst"
     description.write_text("Seeds {{ snakemake.config['seeds'] | join(', ') }}.\n")
     out = write_report_text(paths, description, tmp_path / ".snakemake/imbssl/report.rst")
     rendered = Environment().from_string(out.read_text()).render(snakemake={"config": {"seeds": [0, 1]}})
-    assert "**The run shown here**" in rendered and rendered.rstrip().endswith("Seeds 0, 1.")
+    assert "**The run shown here**, from the provenance of its 9 result files" in rendered
+    assert rendered.rstrip().endswith("Seeds 0, 1.")
 
 
 # --- the end of every job says what it wrote ---

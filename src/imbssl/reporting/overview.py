@@ -147,8 +147,15 @@ def config_mismatch(expected_by_file: Mapping[str, Expected]) -> str | None:
 
 
 def read_results(paths: Iterable[str | os.PathLike]) -> list[EvalResult]:
-    """The result files that exist, read (an unreadable one raises its one-line UserError)."""
-    return [read_result(path) for path in paths if Path(path).exists()]
+    """The result files that exist and can be read. One that cannot has stopped `--report` already
+    (config_mismatch); before `--report-after-run` its evaluate job is about to rewrite it."""
+    results = []
+    for path in paths:
+        try:
+            results.append(read_result(path))
+        except UserError:
+            continue
+    return results
 
 
 def _rst(text: Any) -> str:
