@@ -14,6 +14,7 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from imbssl.config_check import canonicalize, check_config, check_plan, load_schema
+from imbssl.reporting.overview import config_mismatch, report_mode, write_report_text
 
 min_version("9.0")
 
@@ -69,10 +70,6 @@ canonicalize(config, load_schema(SCHEMA))
 check_plan(config)
 
 
-# Relative to this file (Snakemake resolves it so); a module leaves the report text to its caller.
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
@@ -81,6 +78,32 @@ include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/prior.smk"
+
+
+# `snakemake --report` takes its tables and figures from the files on disk but renders its captions
+# from this config: when the result files were made with other settings, it stops here in one line
+# naming them; otherwise its landing page describes the run from the files' provenance. With
+# --report-after-run the run first brings the results up to date: the text is written again after
+# it (Snakemake skips onsuccess when there was nothing to do, and then the results are current).
+REPORT_MODE = report_mode(sys.argv)
+REPORT_DESCRIPTION = workflow.source_path("workflow/report/workflow.rst")
+REPORT_TEXT = Path(".snakemake/imbssl/report.rst").resolve()
+if REPORT_MODE == "report":
+    mismatch = config_mismatch(report_expectations())
+    if mismatch:
+        print(mismatch, file=sys.stderr)
+        sys.exit(1)
+if REPORT_MODE:
+    write_report_text(ALL_RESULTS, REPORT_DESCRIPTION, REPORT_TEXT)
+
+
+# A module leaves the report text to its caller.
+report: str(REPORT_TEXT) if REPORT_MODE else "workflow/report/workflow.rst"
+
+
+onsuccess:
+    if REPORT_MODE == "after-run":
+        write_report_text(ALL_RESULTS, REPORT_DESCRIPTION, REPORT_TEXT)
 
 
 rule all:

@@ -221,11 +221,14 @@ def test_a_result_records_its_provenance_and_imbssl_provenance_prints_it(digits_
     assert main(["evaluate", "--model", str(model), "--train-data", str(train), "--test-data", str(test),
                  "--eval-subset", str(subsets / "balanced-p100.csv"), "--pretrain-subset",
                  str(subsets / "imbalanced-p100.csv"), "--subset-name", "imbalanced-p100", "--method-name", "SimSiam",
-                 "--out", str(out), "--epochs", "2", "--augment", "false"]) == 0
+                 "--dataset-name", "digits", "--out", str(out), "--epochs", "2", "--augment", "false"]) == 0
     recorded = read_result(out).provenance
     assert recorded["command"] == "evaluate" and recorded["code_hash"] == command_code_hash("evaluate")
     assert recorded["settings"]["epochs"] == 2 and recorded["settings"]["augment"] is False
-    assert recorded["settings"]["model"] == str(model)
+    assert recorded["settings"]["model"] == str(model) and recorded["settings"]["dataset_name"] == "digits"
+    # What model.pt says about the model it evaluated, so that the result alone tells its run (the report).
+    assert {key: recorded["model"][key] for key in ("method", "arch", "width", "epochs", "image_size")} == \
+        {"method": "simsiam", "arch": "resnet10", "width": 4, "epochs": 1, "image_size": 16}
     capsys.readouterr()
     assert main(["provenance", str(out)]) == 0
     assert json.loads(capsys.readouterr().out) == recorded

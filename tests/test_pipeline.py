@@ -431,8 +431,9 @@ EDITED_MODULES = ["imbssl.methods.simclr", "imbssl.methods.msn", "imbssl.methods
                   "imbssl.methods.ema", "imbssl.methods.distill", "imbssl.methods.prototypes", "imbssl.training.loop",
                   "imbssl.training.distill", "imbssl.clustering.partitions", "imbssl.clustering.prior",
                   "imbssl.evaluation.features", "imbssl.data.subsets", "imbssl.reporting.tables",
-                  "imbssl.reporting.per_class", "imbssl.reporting.analysis", "imbssl.reporting.figures",
-                  "imbssl.reporting.frequency", "imbssl.reporting.curves", "imbssl.reporting.prior"]
+                  "imbssl.reporting.document", "imbssl.reporting.per_class", "imbssl.reporting.analysis",
+                  "imbssl.reporting.figures", "imbssl.reporting.frequency", "imbssl.reporting.curves",
+                  "imbssl.reporting.prior"]
 
 
 @pytest.fixture(scope="module")
@@ -459,20 +460,56 @@ def test_an_edit_to_one_method_reruns_that_method_only(demo, demo_jobs):
     assert counts["pretrain"] == len(SUBSETS) == 3
 
 
+def test_the_progress_display_reruns_nothing(demo):
+    """How a bar or a log line looks is not part of any job's code."""
+    assert rerun_after_editing(demo, "imbssl.training.progress") == {}
+
+
+def report_items(html: str) -> list[str]:
+    """The paths of the files a Snakemake report holds (its `results` object)."""
+    import json
+
+    script = html.split('<script id="results">', 1)[1]
+    return list(json.loads(script.split("var results = ", 1)[1].split(";\n", 1)[0]))
+
+
 def test_report_holds_every_table_and_figure(demo):
     done = snakemake(demo, "--report", "results/report.html", *DEMO)
     assert done.returncode == 0, done.stderr[-4000:]
     html = (demo / "results/report.html").read_text()
-    for name in ("table2.csv", "table2.md", "table3.csv", "table3.md", "table4.csv", "table4.md",
-                 "clusters.csv", "clusters.md", "figure1_class_distribution.png", "prior.csv", "prior.md",
-                 "figure3_imbalanced-p100.png", "figure4_prototype_usage.png", "table2_groups.md", "table3_groups.md",
-                 "prior_cluster_sizes.png",
-                 "table4_groups.md", "per_class.csv", "per_class.md", "accuracy_vs_frequency_table2.png",
+    items = {Path(path).name if "curves/" not in path else path.split("figures/")[1] for path in report_items(html)}
+    tables = ("table2", "table3", "table4", "clusters", "table2_groups", "table3_groups", "table4_groups", "per_class",
+              "prior")
+    for name in (*(f"{table}.{ext}" for table in tables for ext in ("html", "csv")),
+                 "figure1_class_distribution.png",
+                 "figure3_imbalanced-p100.png", "figure4_prototype_usage.png", "prior_cluster_sizes.png", "accuracy_vs_frequency_table2.png",
                  "accuracy_vs_frequency_table3.png", "accuracy_vs_frequency_table4.png",
-                 "experiment2_imbalanced-p100.png", *(f"curves/{subset}.png" for subset in SUBSETS)):
-        assert name in html, name
+                 "curves/experiment2_imbalanced-p100.png", *(f"curves/{subset}.png" for subset in SUBSETS)):
+        assert name in items, name
+    assert not any(name.endswith(".md") for name in items)  # the HTML page shows it; the Markdown stays beside it
     for category in ("Experiment I", "Experiment II", "Hidden uniform prior", "Per class", "Training curves"):
         assert f'"{category}"' in html, category
+    # The first page describes the run from the results' provenance (the demo's, not config.yaml's).
+    for words in ("The run shown here", "from the provenance of its 24 result files", "digits: 10 classes",
+                  "ResNet-10 (width 8), 12 epochs, batch 128", "vit_mini, 12 epochs, batch 128, 64 prototypes",
+                  "imbalance factors 10, 100", "distilled for 3 epochs from a base model and 2 experts (k = 2)"):
+        assert words in html, words
+
+
+def test_report_under_a_config_the_results_were_not_made_with_stops_in_one_line(demo):
+    """The demo's results reported under config.yaml (cifar10, ResNet-18, 300 epochs): no report."""
+    done = snakemake(demo, "--report", "results/wrong.html")
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("snakemake --report:")]
+    assert len(lines) == 1, done.stderr[-4000:]
+    for mismatch in ("dataset: digits in the results, cifar10 in this config",
+                     "training --arch: resnet10 in the results, resnet18 in this config",
+                     "training --epochs: 20 in the results, 300 in this config"):
+        assert mismatch in lines[0], mismatch
+    assert "Traceback" not in done.stderr and not (demo / "results/wrong.html").exists()
+    # One setting off is caught too: the kNN k of the evaluation.
+    done = snakemake(demo, "--report", "results/wrong.html", *DEMO, "--config", "evaluation={knn_k: 10}")
+    assert done.returncode != 0 and "evaluate --knn-k: 20 in the results, 10 in this config" in done.stderr
 
 
 def test_models_and_results_record_the_code_hash_their_rule_carries(demo):

@@ -252,6 +252,54 @@ def test_job_logs_get_one_plain_line_per_epoch(digits_data, tmp_path, capsys):
     assert lines[-1].endswith("eta 0:00:00")
 
 
+def test_a_terminal_gets_a_bar_per_epoch_with_loss_lr_speed_and_the_last_knn(capsys):
+    from imbssl.training.progress import BarProgress
+
+    bar = BarProgress("imbalanced-p10/simsiam/seed0", 2, 4, 0, batch_size=32)
+    bar.steps(1, 0.05)
+    assert bar.bar.n == 32  # moves with every step, not every log_every steps
+    bar.steps(2, 0.05, running_loss=0.9)
+    assert bar.bar.postfix == "loss=0.9000, lr=0.05"
+    bar.epoch({"epoch": 1, "loss": 0.81234, "lr": 0.049, "images_per_s": 1234.4})
+    bar.steps(1, 0.02)
+    bar.epoch({"epoch": 2, "loss": 0.7, "lr": 0.01, "images_per_s": 1300.0, "knn_top1": 45.25})
+    bar.close()
+    lines = [line.strip() for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    # Each epoch's bar ends on its own line with the epoch's means; the kNN shows once measured.
+    assert "imbalanced-p10/simsiam/seed0 epoch 1/2: 100%|##########| 128/128 img [00:00, loss=0.8123, lr=0.049, " \
+        "img/s=1234]" in lines
+    assert "imbalanced-p10/simsiam/seed0 epoch 2/2: 100%|##########| 128/128 img [00:00, loss=0.7000, lr=0.01, " \
+        "img/s=1300, knn=45.25% (epoch 2)]" in lines
+    assert not any("knn" in line for line in lines if "epoch 1/2" in line)
+
+
+def test_the_loop_moves_the_bar_every_step_and_gives_the_loss_every_log_every_steps(digits_data, tmp_path,
+                                                                                    monkeypatch):
+    from imbssl.training import loop
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, *args):
+            self.args = args  # name, epochs, steps per epoch, start epoch, batch size
+
+        def steps(self, done, lr, running_loss=None):
+            calls.append((done, lr, running_loss))
+
+        def epoch(self, row):
+            calls.append(("epoch", row["epoch"]))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(loop, "make_progress", Recorder)
+    _pretrain(digits_data, tmp_path / "run", settings=_settings(epochs=1, batch_size=8, log_every=2, knn_every=0))
+    steps = [call for call in calls if call[0] != "epoch"]
+    assert [done for done, _, _ in steps] == list(range(1, len(steps) + 1)) and len(steps) > 3  # every step
+    assert [done for done, _, loss in steps if loss is not None] == [d for d in range(1, len(steps) + 1) if d % 2 == 0]
+    assert all(lr > 0 for _, lr, _ in steps) and calls[-1] == ("epoch", 1)
+
+
 def test_a_terminal_keeps_the_progress_bar(monkeypatch):
     from imbssl.training import progress as train
 

@@ -10,8 +10,11 @@ and is recorded, with every flag the command ran with, as the provenance of the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from imbssl import UserError
@@ -178,6 +181,8 @@ def _args_evaluate(p, argv):
     p.add_argument("--pretrain-subset", required=True, help="subset CSV the model was pretrained on (for N)")
     p.add_argument("--subset-name", required=True)
     p.add_argument("--method-name", required=True, help="the method's label in tables")
+    p.add_argument("--dataset-name", default=None,
+                   help="the dataset's name (config dataset.name), recorded in the result's provenance for reports")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="the result JSON")
     add_flags(p, EvalSettings, "evaluation (config section `evaluation`)")
@@ -293,10 +298,15 @@ def _cmd_cluster_sizes(args):
 # --- tables and figures ------------------------------------------------------------------------
 
 
+def _table_files(p):
+    p.add_argument("--out-csv", required=True, help="the table as CSV (long format)")
+    p.add_argument("--out-md", required=True, help="the table as Markdown")
+    p.add_argument("--out-html", default=None, help="the table as an HTML page (the report shows it inline)")
+
+
 def _table_outputs(p):
     p.add_argument("--title", default="")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
+    _table_files(p)
 
 
 def _args_table(p, argv):
@@ -315,7 +325,7 @@ def _cmd_table(args):
 
     write_table(args.results, args.methods, args.out_csv, args.out_md, title=args.title,
                 differences=[tuple(pair) for pair in args.difference], imbalance_gaps=args.imbalance_gaps,
-                out_differences=args.out_differences)
+                out_differences=args.out_differences, out_html=args.out_html)
 
 
 def _args_cluster_table(p, argv):
@@ -323,14 +333,14 @@ def _args_cluster_table(p, argv):
     p.add_argument("--expert-metrics", nargs="+", default=[],
                    help="the experts' metrics.csv, partition by partition in --summaries order, cluster 0 first")
     p.add_argument("--min-expert-steps", type=int, default=50, help="warn about experts that took fewer optimizer steps")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
+    _table_files(p)
 
 
 def _cmd_cluster_table(args):
     from imbssl.reporting.tables import write_cluster_table
 
-    write_cluster_table(args.summaries, args.out_csv, args.out_md, args.expert_metrics, args.min_expert_steps)
+    write_cluster_table(args.summaries, args.out_csv, args.out_md, args.expert_metrics, args.min_expert_steps,
+                        out_html=args.out_html)
 
 
 def _results_and_subsets(p):
@@ -353,20 +363,20 @@ def _cmd_group_table(args):
     from imbssl.reporting.per_class import write_group_table
 
     write_group_table(args.results, args.subsets, args.methods, args.out_csv, args.out_md, args.title,
-                      from_args(AnalysisSettings, args))
+                      from_args(AnalysisSettings, args), out_html=args.out_html)
 
 
 def _args_per_class_table(p, argv):
     _results_and_subsets(p)
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
+    _table_files(p)
 
 
 def _cmd_per_class_table(args):
     from imbssl.reporting.analysis import AnalysisSettings
     from imbssl.reporting.per_class import write_per_class_table
 
-    write_per_class_table(args.results, args.subsets, args.out_csv, args.out_md, from_args(AnalysisSettings, args))
+    write_per_class_table(args.results, args.subsets, args.out_csv, args.out_md, from_args(AnalysisSettings, args),
+                          out_html=args.out_html)
 
 
 def _figure_outputs(p):
@@ -439,7 +449,7 @@ def _args_prior_table(p, argv):
 def _cmd_prior_table(args):
     from imbssl.reporting.prior import write_prior_table
 
-    write_prior_table(args.clusters, args.usage, args.out_csv, args.out_md, args.title)
+    write_prior_table(args.clusters, args.usage, args.out_csv, args.out_md, args.title, args.out_html)
 
 
 def _args_figure_prior(p, argv):
@@ -629,8 +639,53 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _output_paths(args: argparse.Namespace) -> list[Path]:
+    """What the command was told to write: the values of its --out* flags (files or folders)."""
+    paths = []
+    for key, value in vars(args).items():
+        if key.startswith("out") and value:
+            paths += [Path(v) for v in (value if isinstance(value, list) else [value])]
+    return paths
+
+
+def _changed_since(paths, since: float) -> list[Path]:
+    return [p for p in sorted(paths) if p.is_file() and p.stat().st_mtime >= since]
+
+
+def written_files(args: argparse.Namespace, since: float) -> list[Path]:
+    """The files a command wrote: each --out* file, the files changed since it started in each
+    --out-dir, then those beside an --out file with its name and another suffix (the .images.npy
+    of a prepared split)."""
+    outputs = _output_paths(args)
+    found: dict[Path, None] = {}
+    for path in outputs:
+        found.update(dict.fromkeys(_changed_since(path.rglob("*"), since) if path.is_dir()
+                                   else [path] if path.is_file() else []))
+    for path in outputs:
+        if path.is_file():
+            found.update(dict.fromkeys(_changed_since(path.parent.glob(f"{path.stem}.*"), since)))
+    return list(found)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def report_written(args: argparse.Namespace, since: float) -> None:
+    """The end of a job's log says what it wrote (one process of a job on several GPUs says it)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for path in written_files(args, since):
+        print(f"[imbssl] {args.command} wrote {path} ({_size(path.stat().st_size)})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    started = time.time() - 1  # file times are coarse on some file systems
     try:
         args = build_parser(argv).parse_args(argv)
         args.provenance = _provenance(args)
@@ -638,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"imbssl: error: {err}", file=sys.stderr)
         return 2
+    report_written(args, started)
     return 0
 
 

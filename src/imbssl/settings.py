@@ -150,8 +150,9 @@ def cli_flags(settings: Mapping[str, Any]) -> str:
 # Modules that no code hash includes: the command line only parses (its flags are the params) and
 # the method catalog is read by the rules themselves (what it decides reaches a job as params:
 # method names and labels). Hashing the catalog would rerun every trained model when a method is
-# added to it.
-NOT_HASHED = {f"{PACKAGE}.cli", f"{PACKAGE}.methods.catalog"}
+# added to it. The training progress display (bar, log lines) computes nothing a job writes: a
+# change to how it looks must not retrain every model.
+NOT_HASHED = {f"{PACKAGE}.cli", f"{PACKAGE}.methods.catalog", f"{PACKAGE}.training.progress"}
 
 
 def module_file(name: str, package_dir: Path = PACKAGE_DIR) -> Path | None:

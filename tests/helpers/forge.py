@@ -11,6 +11,7 @@ from imbssl.core.artifacts import EvalResult, write_result
 def forge_result(path: Path, subset: str, method: str, seed: int, top1: float, n: int = 100,
                  knn_top1: float | None = None, per_class: list | None = None, knn_per_class: list | None = None,
                  test_class_counts: list[int] | None = None, classes: list[str] | None = None,
+                 provenance: dict | None = None, pretrain_epochs: int = 1, settings: dict | None = None,
                  collapsed: bool = False) -> Path:
     """A result JSON with the given numbers; per-class lists default to `top1` for 3 classes."""
     per_class = [top1] * 3 if per_class is None else per_class
@@ -20,7 +21,8 @@ def forge_result(path: Path, subset: str, method: str, seed: int, top1: float, n
                         knn_top1=top1 if knn_top1 is None else knn_top1, per_class=per_class,
                         knn_per_class=per_class if knn_per_class is None else knn_per_class,
                         train_class_counts=[0] * len(per_class), test_class_counts=counts, classes=classes,
-                        pretrain_epochs=1, protocol={}, settings={}, seconds=0.0, collapsed=collapsed)
+                        pretrain_epochs=pretrain_epochs, protocol={}, settings=settings or {}, seconds=0.0,
+                        provenance=provenance or {}, collapsed=collapsed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_result(path, result)
     return path

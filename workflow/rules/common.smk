@@ -14,6 +14,7 @@ from imbssl.cli import command_code_hash
 from imbssl.data.subsets import eval_subset_name, subset_names
 from imbssl.methods import catalog
 from imbssl.methods.catalog import label as method_label
+from imbssl.reporting.overview import Expected
 from imbssl.settings import cli_flags
 
 SUBSETS = subset_names(
@@ -89,19 +90,39 @@ def train_settings(epochs=None):
     return settings if epochs is None else {**settings, "epochs": epochs}
 
 
-def pretrain_flags(method, epochs=None):
+def pretrain_sections(method, epochs=None):
     """Training loop (with `epochs` replaced, for Experiment II stages) + backbone + augmentations
-    + the method's own section."""
-    train = train_settings(epochs)
-    return " ".join(
-        cli_flags(section)
-        for section in (
-            train,
-            method_model(method),
-            method_augment(method),
-            method_settings(method),
-        )
+    + the method's own section: what a pretrain job of `method` runs with."""
+    return [
+        train_settings(epochs),
+        method_model(method),
+        method_augment(method),
+        method_settings(method),
+    ]
+
+
+def pretrain_flags(method, epochs=None):
+    return " ".join(cli_flags(section) for section in pretrain_sections(method, epochs))
+
+
+def distill_sections():
+    """What a student of Experiment II is distilled with (the distill rule's settings): its section,
+    the training loop, the augmentations and its slice of a continuous schedule."""
+    return [
+        config["clustering"]["distill"],
+        train_settings(config["clustering"]["distill_epochs"]),
+        config["augment"],
+        stage_schedule("distill"),
+    ]
+
+
+def trained_with(method):
+    """Every training setting of a model of `method` (a student too), by its flag's name: what its
+    model.pt records as provenance when this config made it."""
+    sections = (
+        distill_sections() if method in STUDENT_PARTITION else pretrain_sections(method)
     )
+    return {key: value for section in sections for key, value in section.items()}
 
 
 # Experiment II's stages: base, experts, student. Under `clustering.schedule: continuous` each runs
@@ -241,6 +262,38 @@ PRIOR_USAGE_FILES = expand(
     method=PROTOTYPE_METHODS,
     seed=SEEDS,
 )
+
+
+def expected_result(subset, method, seed):
+    """What this config says made the result file of (subset, method, seed): the dataset, its
+    evaluate job's settings and its model's training settings (a student's: also its experts, one
+    per cluster, so clustering.k is compared too)."""
+    training = trained_with(method)
+    if method in STUDENT_PARTITION:
+        training["experts"] = expand(
+            rules.expert.output.model,
+            subset=subset,
+            kind=STUDENT_PARTITION[method],
+            seed=seed,
+            cluster=range(K),
+        )
+    return Expected(config["dataset"]["name"], config["evaluation"], training)
+
+
+def report_expectations():
+    """Every result file the report shows, with what made it, for `snakemake --report` to compare
+    with the provenance the files record (imbssl.reporting.overview)."""
+    return {
+        f"results/eval/{subset}/{method}/seed{seed}.json": expected_result(
+            subset, method, seed
+        )
+        for table in catalog.TABLES
+        for subset in TABLE_SUBSETS[table]
+        for method in catalog.table_runs(table, METHODS)
+        for seed in SEEDS
+    }
+
+
 SUBSET_CSVS = expand("results/subsets/{subset}.csv", subset=SUBSETS)
 
 
@@ -262,15 +315,22 @@ def partition_files(kind):
 
 
 def table_outputs(name, category, subcategory):
-    """A results table as CSV and Markdown, both in the report under the table's caption."""
-    return {
-        ext: report(
-            f"results/tables/{name}.{ext}",
+    """A results table as CSV, Markdown and HTML: in the report under the table's caption, the HTML
+    page shown inline and the CSV to download (the Markdown, the same table, stays beside them).
+    """
+
+    def in_report(path):
+        return report(
+            path,
             caption=f"../report/{name}.rst",
             category=category,
             subcategory=subcategory,
         )
-        for ext in ("csv", "md")
+
+    return {
+        "csv": in_report(f"results/tables/{name}.csv"),
+        "md": f"results/tables/{name}.md",
+        "html": in_report(f"results/tables/{name}.html"),
     }
 
 

@@ -20,14 +20,7 @@ rule distill:
         mem_mb=16000,
         runtime=runtime_for(config["clustering"]["distill_epochs"]),
     params:
-        settings=" ".join(
-            [
-                cli_flags(config["clustering"]["distill"]),
-                cli_flags(train_settings(config["clustering"]["distill_epochs"])),
-                cli_flags(config["augment"]),
-                cli_flags(stage_schedule("distill")),
-            ]
-        ),
+        settings=" ".join(cli_flags(section) for section in distill_sections()),
         out_dir=subpath(output.model, parent=True),
         code=command_code_hash("distill"),
     shell:

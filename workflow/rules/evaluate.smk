@@ -23,12 +23,15 @@ rule evaluate:
     params:
         evaluation=cli_flags(config["evaluation"]),
         method_name=lambda wildcards: method_label(wildcards.method),
+        # Recorded in the result's provenance: the report names the dataset its results come from.
+        dataset=config["dataset"]["name"],
         code=command_code_hash("evaluate"),
     shell:
         on_gpu(
             "imbssl evaluate --model {input.model} --train-data {input.train} --test-data {input.test}"
             " --eval-subset {input.eval_subset} --pretrain-subset {input.pretrain_subset}"
-            " --subset-name {wildcards.subset} --method-name {params.method_name:q} --seed {wildcards.seed}"
+            " --subset-name {wildcards.subset} --method-name {params.method_name:q}"
+            " --dataset-name {params.dataset:q} --seed {wildcards.seed}"
             " --out {output} {params.evaluation} > {log} 2>&1"
         )
 

@@ -55,7 +55,7 @@ rule prior_table:
         code=command_code_hash("prior-table"),
     shell:
         "imbssl prior-table --clusters {input.clusters} --usage {input.usage} --title {params.title:q}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
 rule prior_figure:

@@ -27,7 +27,7 @@ rule table2:
         code=command_code_hash("table"),
     shell:
         "imbssl table --results {input} --methods {params.methods:q} --title {params.title:q}"
-        " {params.differences} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " {params.differences} --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
 use rule table2 as table3 with:
@@ -91,7 +91,7 @@ rule cluster_table:
         code=command_code_hash("cluster-table"),
     shell:
         "imbssl cluster-table --summaries {input.summaries} --expert-metrics {input.experts}"
-        " {params.min_steps} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " {params.min_steps} --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
 rule figure1:
@@ -207,7 +207,7 @@ rule table2_groups:
     shell:
         "imbssl group-table --results {input.results} --subsets {input.subsets}"
         " --methods {params.methods:q} --title {params.title:q} {params.analysis}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
 use rule table2_groups as table3_groups with:
@@ -233,7 +233,9 @@ use rule table2_groups as table4_groups with:
         results=EXPERIMENT_RESULTS["table4"],
         subsets=SUBSET_CSVS,
     output:
-        **table_outputs("table4_groups", "Hidden uniform prior", "Table 4 by class group"),
+        **table_outputs(
+            "table4_groups", "Hidden uniform prior", "Table 4 by class group"
+        ),
     log:
         "results/logs/table4_groups.log",
     benchmark:
@@ -264,7 +266,7 @@ rule per_class_table:
         code=command_code_hash("per-class-table"),
     shell:
         "imbssl per-class-table --results {input.results} --subsets {input.subsets} {params.analysis}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
 rule frequency_table2:

@@ -28,6 +28,14 @@ def _percent(values: list[float | None]) -> list[float | None]:
     return [None if v is None else 100.0 * v for v in values]
 
 
+def recorded_provenance(provenance: dict | None, meta) -> dict:
+    """This job's provenance with, under `model`, what model.pt says about the model it evaluated
+    (its architecture, epochs and its own provenance: every flag it was trained with), so that a
+    result file alone tells which run it belongs to (the report's overview, `snakemake --report`'s
+    check of the config against the results) without opening model.pt (torch) again."""
+    return {**(provenance or {}), "model": asdict(meta)}
+
+
 def evaluate_checkpoint(
     model: str, train_data: str, test_data: str, eval_subset: str, pretrain_subset: str,
     subset_name: str, method_name: str, seed: int, out: str, settings: EvalSettings | None = None,
@@ -71,6 +79,6 @@ def evaluate_checkpoint(
         test_class_counts=torch.bincount(test_y, minlength=train.num_classes).tolist(),
         classes=train.classes, pretrain_epochs=meta.epochs, protocol=protocol(settings), settings=asdict(settings),
         seconds=time.perf_counter() - started, collapsed=meta.collapsed_from_epoch is not None,
-        provenance=provenance or {})
+        provenance=recorded_provenance(provenance, meta))
     write_result(out, result)
     return result

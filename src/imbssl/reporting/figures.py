@@ -21,7 +21,7 @@ from imbssl.core.artifacts import read_cluster_summary, read_prototype_usage
 from imbssl.data.store import class_names
 from imbssl.data.subsets import subset_class_counts, subset_kind_and_factor
 from imbssl.methods.catalog import label as method_label
-from imbssl.reporting.plotting import PlotSettings, class_ticks, plot_style, save_figure
+from imbssl.reporting.plotting import PlotSettings, class_ticks, log_counts, plot_style, save_figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +87,9 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
     k = len(table)
     with plot_style(settings) as plt:
         colours = plt.get_cmap("tab10" if k <= 10 else "tab20")
-        fig, (scatter, heat) = plt.subplots(1, 2, figsize=(settings.width * 1.6, settings.height),
+        # Taller with more clusters, so that each row of the heatmap keeps room for its counts.
+        height = max(settings.height, 1.6 + 0.35 * k)
+        fig, (scatter, heat) = plt.subplots(1, 2, figsize=(settings.width * 1.6, height),
                                             layout="constrained", width_ratios=[1, 1.3])
         for j in range(k):
             members = points["cluster"].to_numpy() == j
@@ -96,11 +98,8 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
         scatter.set_xlabel("PC 1")
         scatter.set_ylabel("PC 2")
         scatter.set_title("base features, by cluster")
-        scatter.legend(title="cluster (images)", fontsize="x-small", markerscale=4, frameon=False)
+        scatter.legend(title="cluster (images)", fontsize="small", markerscale=4, frameon=False)
         image = heat.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-        for (j, c), n in np.ndenumerate(counts):
-            heat.text(c, j, f"{n}", ha="center", va="center", fontsize="x-small",
-                      color="white" if share[j, c] > 0.6 else "black")
         class_ticks(heat, list(table.columns))
         heat.set_yticks(range(k), [str(j) for j in table.index])
         heat.set_xlabel("class (reporting only)")
@@ -111,7 +110,31 @@ def figure3(pca_file, contingency_file, outs: Sequence[str | os.PathLike], setti
             summary = read_cluster_summary(summary_file)
             fig.suptitle(f"{summary.get('subset', '')} seed {summary.get('seed', '')}: k={summary['k']}, "
                          f"NMI {summary['nmi']:.3f}, ARI {summary['ari']:.3f}")
+        _write_counts(fig, heat, counts, share, settings.font_size)
         save_figure(fig, outs, settings.dpi)
+
+
+def count_font_size(cell_width: float, cell_height: float, counts: np.ndarray, largest: float) -> float | None:
+    """The font size (points) at which every count fits its heatmap cell (cell sizes in points), at
+    most `largest` (the figure's font); None when even 5 points do not fit: the colour alone then
+    tells the share (CIFAR-100's 100 classes)."""
+    digits = max((len(str(int(n))) for n in counts.flat), default=1)
+    size = min(largest, cell_height * 0.55, cell_width / (0.62 * digits + 0.5))
+    return size if size >= 5 else None
+
+
+def _write_counts(fig, heat, counts: np.ndarray, share: np.ndarray, largest: float) -> None:
+    """Each cell's image count in it, as large as the cells allow (measured once the layout is done)."""
+    fig.canvas.draw()  # lays the figure out: the heatmap's size on the page is known from here
+    box = heat.get_window_extent()
+    points = 72 / fig.dpi
+    size = count_font_size(box.width * points / counts.shape[1], box.height * points / counts.shape[0], counts,
+                           largest)
+    if size is None:
+        return
+    for (j, c), n in np.ndenumerate(counts):
+        heat.text(c, j, f"{n}", ha="center", va="center", fontsize=size,
+                  color="white" if share[j, c] > 0.6 else "black")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,11 +162,13 @@ def figure_prototype_usage(usage_paths: Sequence[str | os.PathLike], outs: Seque
             ax.loglog(np.arange(1, len(used) + 1), used, color=color, lw=1.8,
                       label=f"{label} ({len(used)}/{usage.num_prototypes} used)")
             expected = np.asarray(usage.expected, dtype=float)
-            prior_name = "uniform" if usage.prior == "uniform" else f"power law, tau={usage.tau:g}"
+            prior_name = "uniform" if usage.prior == "uniform" else f"power law, τ = {usage.tau:g}"
             ax.loglog(np.arange(1, len(expected) + 1), expected, color=color, ls="--", lw=1.0,
                       label=f"{label} prior ({prior_name})")
         ax.set_xlabel("prototype rank (most used first)")
         ax.set_ylabel("images won")
+        for axis in (ax.xaxis, ax.yaxis):
+            log_counts(axis)
         if title:
             ax.set_title(title)
         ax.legend(fontsize=7, frameon=False)

@@ -13,7 +13,7 @@ import pandas as pd
 from imbssl.data.subsets import eval_subset_name, order_subsets
 from imbssl.reporting.analysis import GROUPS
 from imbssl.reporting.per_class import per_class_frame
-from imbssl.reporting.plotting import PlotSettings, plot_style, save_figure
+from imbssl.reporting.plotting import PlotSettings, log_counts, plot_style, save_figure
 
 
 def frequency_curve(frame: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
@@ -45,7 +45,6 @@ def figure_accuracy_vs_frequency(result_jsons, subset_csvs, outs: Sequence[str |
     over seeds, bands +- one std. Group boundaries (head / medium / tail) are dotted lines.
     Subsets with no imbalanced twin (full) are left out."""
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator
 
     settings = settings or PlotSettings()
     frame, grouping = per_class_frame(result_jsons, subset_csvs, analysis)
@@ -55,8 +54,12 @@ def figure_accuracy_vs_frequency(result_jsons, subset_csvs, outs: Sequence[str |
     colours = {method: f"C{i}" for i, method in enumerate(methods)}
     with plot_style(settings) as plt:
         n = max(1, len(factors))
-        fig, axes = plt.subplots(1, n, figsize=(max(settings.width, 3.2 * n), settings.height), squeeze=False,
-                                 sharey=True, layout="constrained")
+        # The panels, then a narrow column that holds the legend: beside the curves, never over them
+        # (their tails run into every corner), and out of the way of the titles.
+        fig, row = plt.subplots(1, n + 1, figsize=(max(settings.width, 3.2 * n) + 1.6, settings.height),
+                                squeeze=False, sharey=True, layout="constrained", width_ratios=[1] * n + [0.45])
+        axes, legend_ax = row[:, :n], row[0, n]
+        legend_ax.axis("off")
         for ax, source in zip(axes[0], factors):
             x_of = grouping.train_images(source)
             for subset in (s for s in order_subsets(twins) if twins[s] == source):
@@ -79,11 +82,7 @@ def figure_accuracy_vs_frequency(result_jsons, subset_csvs, outs: Sequence[str |
                     ax.text(position, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top",
                             fontsize="x-small", color="0.35")
             ax.set_xscale("log")
-            counts_label = FuncFormatter(lambda value, _: f"{value:g}")  # 5000, 200, 1 (not 10^3, 1.0)
-            ax.xaxis.set_major_formatter(counts_label)
-            ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-            ax.xaxis.set_minor_formatter(counts_label)
-            ax.tick_params(axis="x", which="minor", labelsize="x-small")
+            log_counts(ax.xaxis)  # 5000, 200, 1 (not 10^3, 1.0)
             ax.invert_xaxis()  # head (many images) on the left
             twin = eval_subset_name(source)  # balanced-pX
             ax.set_title(f"{source} (solid) vs {twin} (dashed)" if twin in twins else source, fontsize="small")
@@ -92,7 +91,7 @@ def figure_accuracy_vs_frequency(result_jsons, subset_csvs, outs: Sequence[str |
         if any(subset.startswith("balanced-") and twins[subset] != subset for subset in twins):
             handles += [Line2D([], [], color="0.3", lw=1.4, ls=ls, label=kind)
                         for ls, kind in (("-", "pretrained on imbalanced-pX"), ("--", "pretrained on balanced-pX"))]
-        axes[0, -1].legend(handles=handles, fontsize="x-small", frameon=False, loc="lower left")
+        legend_ax.legend(handles=handles, fontsize="x-small", frameon=False, loc="center left")
         fig.supxlabel("training images of the class in imbalanced-pX (log scale; balanced-pX drawn at the same "
                       "classes)", fontsize="small")
         if not factors:

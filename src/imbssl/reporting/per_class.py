@@ -23,9 +23,9 @@ import pandas as pd
 from imbssl import UserError
 from imbssl.reporting.analysis import (GROUPS, AnalysisSettings, class_groups, empty_groups_error, is_uniform, run_metrics)
 from imbssl.core.artifacts import read_result
-from imbssl.core.atomic import write_text
 from imbssl.data.subsets import grouping_subset, order_subsets, subset_class_counts
-from imbssl.reporting.tables import std_over_seeds, write_csv
+from imbssl.reporting.document import Block, Table, write_document
+from imbssl.reporting.tables import accuracy_cell, count_cell, std_over_seeds, title_block, write_csv
 
 PROBES = {"linear": "per_class", "knn": "knn_per_class"}  # probe -> per-class key of a result JSON
 PER_CLASS_COLUMNS = ["subset", "method", "seed", "class", "class_name", "train_images", "group", "test_images",
@@ -145,68 +145,69 @@ def summarize_groups(runs: pd.DataFrame) -> pd.DataFrame:
                              else col.map({"linear": 0, "knn": 1}), kind="stable").reset_index(drop=True)
 
 
-def _cell(mean: float, std: float) -> str:
-    return "n/a" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+GROUP_HEADER = ["Subset", "N", "Method", "Top-1", "Head", "Medium", "Tail", "Balancedness ↓", "Worst"]
 
 
-def markdown_groups(summary: pd.DataFrame, grouping: Grouping, methods: Sequence[str], title: str) -> str:
+def groups_blocks(summary: pd.DataFrame, grouping: Grouping, methods: Sequence[str], title: str) -> list[Block]:
     """A table per probe: rows subset x method, columns top-1, head, medium, tail, balancedness, worst."""
     present = list(dict.fromkeys(summary["method"]))
     methods = [m for m in methods if m in present] + [m for m in present if m not in methods]
-    lines = [f"**{title}**", ""] if title else []
-    lines.append("Groups: " + "; ".join(grouping.describe(s) for s in order_subsets(summary["subset"])) + ".")
-    lines.append("Balancedness = std of the per-class accuracy over classes (lower is more even); worst = the "
-                 "lowest per-class accuracy; a group's accuracy is the mean over its classes.")
+    groups = "Groups:\n" + "\n".join(f"- {grouping.describe(s)}" for s in order_subsets(summary["subset"]))
+    notes = ("Balancedness = std of the per-class accuracy over classes (lower is more even); worst = the "
+             "lowest per-class accuracy; a group's accuracy is the mean over its classes.")
+    blocks: list[Block] = [*title_block(title), groups, notes]
     cells = {(r.subset, r.method, r.probe): r for r in summary.itertuples()}
     for probe, heading in (("linear", "Linear probe"), ("knn", "kNN")):
-        lines += ["", f"*{heading}*", "",
-                  "| Subset | N | Method | Top-1 | Head | Medium | Tail | Balancedness ↓ | Worst |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        rows = []
         for subset in order_subsets(summary["subset"]):
             for method in methods:
                 row = cells.get((subset, method, probe))
-                if row is None:
-                    continue
-                values = [_cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS]
-                lines.append(f"| {subset} | {row.n:,} | {method} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n"
+                if row is not None:
+                    rows.append([subset, count_cell(row.n), method,
+                                 *(accuracy_cell(getattr(row, f"{m}_mean"), getattr(row, f"{m}_std")) for m in METRICS)])
+        blocks += [f"*{heading}*", Table(GROUP_HEADER, rows, [False, True, False, *[True] * len(METRICS)])]
+    return blocks
 
 
 def write_group_table(result_jsons, subset_csvs, methods: Sequence[str], out_csv, out_md, title: str = "",
-                      settings: AnalysisSettings | None = None) -> pd.DataFrame:
-    """table{2,3,4}_groups.{csv,md}: the group metrics of one experiment's runs."""
+                      settings: AnalysisSettings | None = None, out_html=None) -> pd.DataFrame:
+    """table{2,3,4}_groups.{csv,md,html}: the group metrics of one experiment's runs."""
     frame, grouping = per_class_frame(result_jsons, subset_csvs, settings)
     summary = summarize_groups(run_table(frame, grouping))
     write_csv(summary, out_csv, na_rep="n/a")
-    write_text(out_md, markdown_groups(summary, grouping, methods, title))
+    write_document(groups_blocks(summary, grouping, methods, title), out_md, out_html, title)
     return summary
 
 
-def markdown_per_class(frame: pd.DataFrame) -> str:
+PER_CLASS_TITLE = "Per-class linear-probe accuracy (%)"
+
+
+def per_class_blocks(frame: pd.DataFrame) -> list[Block]:
     """Per subset, a table of classes (train images, group, test images) by method: linear-probe
     accuracy, mean ± std over seeds."""
-    lines = ["**Per-class linear-probe accuracy (%)**, mean ± std over seeds (n/a: no test images of the class)"]
+    blocks: list[Block] = [f"**{PER_CLASS_TITLE}**, mean ± std over seeds (n/a: no test images of the class)"]
     for subset in order_subsets(frame["subset"]):
         rows = frame[frame["subset"] == subset]
         methods = list(dict.fromkeys(rows["method"]))
-        lines += ["", f"*{subset}*", "", "| Class | Train images | Group | Test images | " + " | ".join(methods) + " |",
-                  "|---|---:|---|---:|" + "---:|" * len(methods)]
+        table_rows = []
         for c, per_class in rows.groupby("class", sort=True):
             first = per_class.iloc[0]
             cells = []
             for method in methods:
                 values = per_class.loc[per_class["method"] == method, "accuracy"].to_numpy(float)
-                cells.append(_cell(float(values.mean()) if len(values) and not np.isnan(values).any() else math.nan,
-                                   _std(values) if len(values) else math.nan))
-            lines.append(f"| {first.class_name} | {first.train_images:,} | {first.group} | {first.test_images:,} | "
-                         + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                cells.append(accuracy_cell(float(values.mean()) if len(values) and not np.isnan(values).any()
+                                           else math.nan, _std(values) if len(values) else math.nan))
+            table_rows.append([str(first.class_name), count_cell(first.train_images), str(first.group),
+                               count_cell(first.test_images), *cells])
+        header = ["Class", "Train images", "Group", "Test images", *methods]
+        blocks += [f"*{subset}*", Table(header, table_rows, [False, True, False, True, *[True] * len(methods)])]
+    return blocks
 
 
 def write_per_class_table(result_jsons, subset_csvs, out_csv, out_md,
-                          settings: AnalysisSettings | None = None) -> pd.DataFrame:
-    """results/tables/per_class.{csv,md}."""
+                          settings: AnalysisSettings | None = None, out_html=None) -> pd.DataFrame:
+    """results/tables/per_class.{csv,md,html}."""
     frame, _ = per_class_frame(result_jsons, subset_csvs, settings)
     write_csv(frame, out_csv, na_rep="n/a")
-    write_text(out_md, markdown_per_class(frame))
+    write_document(per_class_blocks(frame), out_md, out_html, PER_CLASS_TITLE)
     return frame

@@ -2,7 +2,7 @@
 method's features imply against the class sizes, and the prototype usage of the methods with
 prototypes.
 
-- `results/tables/prior.{csv,md}`: per subset and method, mean ± std over seeds of the normalised
+- `results/tables/prior.{csv,md,html}`: per subset and method, mean ± std over seeds of the normalised
   entropy of the k-means cluster sizes (K = classes) beside that of the class sizes, the NMI of
   clusters and classes, and for prototype methods the normalised entropy of the prototype usage
   and the share of prototypes used.
@@ -22,11 +22,11 @@ import pandas as pd
 
 from imbssl.clustering.sizes import normalised_entropy
 from imbssl.core.artifacts import read_cluster_sizes, read_prototype_usage
-from imbssl.core.atomic import write_text
 from imbssl.data.subsets import order_subsets
 from imbssl.methods.catalog import METHODS, label
 from imbssl.reporting.plotting import PlotSettings, plot_style, save_figure
-from imbssl.reporting.tables import std_over_seeds, write_csv
+from imbssl.reporting.document import Block, Table, write_document
+from imbssl.reporting.tables import count_cell, std_over_seeds, title_block, write_csv
 
 PRIOR_COLUMNS = ["subset", "n", "method", "seeds", "class_entropy", "cluster_entropy_mean", "cluster_entropy_std",
                  "nmi_mean", "nmi_std", "usage_entropy_mean", "usage_entropy_std", "prototypes_used_mean"]
@@ -68,26 +68,29 @@ def _cell(mean: float, std: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown_prior(table: pd.DataFrame, title: str = "") -> str:
-    lines = [f"**{title}**", ""] if title else []
-    lines += ["Normalised entropy H / log K of the sizes of K = classes k-means clusters of each model's features "
-              "(1 = all clusters equal) beside that of the class sizes; NMI of clusters and classes; for methods "
-              "with prototypes, the normalised entropy of their prototype usage and the share of prototypes used. "
-              "A uniform cluster prior shows as cluster entropy well above the class entropy on an imbalanced subset.",
-              "", "| Subset | N | Class entropy | Method | Cluster entropy | NMI | Prototype usage entropy | Used |",
-              "|---|---:|---:|---|---:|---:|---:|---:|"]
-    for row in table.itertuples():
-        used = "n/a" if math.isnan(row.prototypes_used_mean) else f"{row.prototypes_used_mean:.0%}"
-        lines.append(f"| {row.subset} | {row.n:,} | {row.class_entropy:.3f} | {row.method} | "
-                     f"{_cell(row.cluster_entropy_mean, row.cluster_entropy_std)} | {_cell(row.nmi_mean, row.nmi_std)} | "
-                     f"{_cell(row.usage_entropy_mean, row.usage_entropy_std)} | {used} |")
-    return "\n".join(lines) + "\n"
+PRIOR_EXPLANATION = (
+    "Normalised entropy H / log K of the sizes of K = classes k-means clusters of each model's features "
+    "(1 = all clusters equal) beside that of the class sizes; NMI of clusters and classes; for methods "
+    "with prototypes, the normalised entropy of their prototype usage and the share of prototypes used. "
+    "A uniform cluster prior shows as cluster entropy well above the class entropy on an imbalanced subset.")
 
 
-def write_prior_table(cluster_files, usage_files, out_csv, out_md, title: str = "") -> pd.DataFrame:
+def prior_blocks(table: pd.DataFrame, title: str = "") -> list[Block]:
+    """The table's title, what it measures, and one row per subset and method."""
+    rows = [[row.subset, count_cell(row.n), f"{row.class_entropy:.3f}", row.method,
+             _cell(row.cluster_entropy_mean, row.cluster_entropy_std), _cell(row.nmi_mean, row.nmi_std),
+             _cell(row.usage_entropy_mean, row.usage_entropy_std),
+             "n/a" if math.isnan(row.prototypes_used_mean) else f"{row.prototypes_used_mean:.0%}"]
+            for row in table.itertuples()]
+    header = ["Subset", "N", "Class entropy", "Method", "Cluster entropy", "NMI", "Prototype usage entropy", "Used"]
+    return [*title_block(title), PRIOR_EXPLANATION,
+            Table(header, rows, [False, True, True, False, True, True, True, True])]
+
+
+def write_prior_table(cluster_files, usage_files, out_csv, out_md, title: str = "", out_html=None) -> pd.DataFrame:
     table = prior_table(cluster_files, usage_files)
     write_csv(table, out_csv, na_rep="n/a")
-    write_text(out_md, markdown_prior(table, title))
+    write_document(prior_blocks(table, title), out_md, out_html, title)
     return table
 
 

@@ -1,7 +1,8 @@
 """Tables from result files only (JSON, CSV): no torch, no model, so a new table takes seconds.
 
 - Tables 2, 3 and 4: linear-evaluation top-1 (and kNN) per subset and method, mean and sample
-  std over seeds, as a long-format CSV and a Markdown table laid out like the paper's.
+  std over seeds, as a long-format CSV and a table laid out like the paper's, in Markdown and as
+  an HTML page for the report (document.py; every number formatted once, here).
 - Paired differences under Tables 2 and 3 (a method's gain over another on the same subset, or
   the imbalanced - balanced gap of one method): mean and 95% t-interval over seeds paired by seed
   (analysis.paired_difference), as a CSV and a second Markdown table.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Sequence
@@ -20,9 +22,9 @@ import pandas as pd
 
 from imbssl import UserError
 from imbssl.core.artifacts import atomic_csv, optimizer_steps, read_cluster_summary, read_result
-from imbssl.core.atomic import write_text
 from imbssl.data.subsets import order_subsets, subset_order_key
 from imbssl.reporting.analysis import paired_difference
+from imbssl.reporting.document import Block, Table, write_document
 
 TABLE_COLUMNS = ["subset", "n", "method", "top1_mean", "top1_std", "knn_top1_mean", "knn_top1_std", "seeds",
                  "collapsed"]
@@ -71,21 +73,33 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("subset", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
 
 
-def markdown_table(summary: pd.DataFrame, methods: Sequence[str], title: str = "") -> str:
+def title_block(title: str) -> list[Block]:
+    """The table's title as its first paragraph (none without a title)."""
+    return [f"**{title}**"] if title else []
+
+
+def accuracy_cell(mean: float, std: float) -> str:
+    """An accuracy over seeds, as every table shows it: "mean ± std" with 2 decimals (n/a when missing)."""
+    return "n/a" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def count_cell(n: int) -> str:
+    """An image count, with thousands separators (50,000)."""
+    return f"{int(n):,}"
+
+
+def results_blocks(summary: pd.DataFrame, methods: Sequence[str], title: str = "") -> list[Block]:
     """Rows: subsets with N; columns: methods; cells "mean ± std"; `n/a` where a run is missing."""
-    cells = {(r.subset, r.method): f"{r.top1_mean:.2f} ± {r.top1_std:.2f}" + (" †" if r.collapsed else "")
+    cells = {(r.subset, r.method): accuracy_cell(r.top1_mean, r.top1_std) + (" †" if r.collapsed else "")
              for r in summary.itertuples()}
     sizes = dict(zip(summary["subset"], summary["n"]))
     columns = list(methods) + [m for m in dict.fromkeys(summary["method"]) if m not in methods]
-    lines = [f"**{title}**", ""] if title else []
-    lines.append("| Subset | N | " + " | ".join(columns) + " |")
-    lines.append("|---|---:|" + "---:|" * len(columns))
-    for subset in order_subsets(summary["subset"]):
-        row = [cells.get((subset, method), "n/a") for method in columns]
-        lines.append(f"| {subset} | {sizes[subset]:,} | " + " | ".join(row) + " |")
-    if summary["collapsed"].any():
-        lines += ["", "† the training of at least one seed collapsed (its output std stayed near 0, or its targets uniform; see its job log)"]
-    return "\n".join(lines) + "\n"
+    rows = [[subset, count_cell(sizes[subset]), *(cells.get((subset, method), "n/a") for method in columns)]
+            for subset in order_subsets(summary["subset"])]
+    table = Table(["Subset", "N", *columns], rows, [False, True, *[True] * len(columns)])
+    notes = ["† the training of at least one seed collapsed (its output std stayed near 0, or its targets "
+             "uniform; see its job log)"] if summary["collapsed"].any() else []
+    return [*title_block(title), table, *notes]
 
 
 def _by_seed(results: pd.DataFrame, subset: str, method: str) -> dict[int, float]:
@@ -129,39 +143,36 @@ def _interval(row) -> str:
     return f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
 
 
-def markdown_differences(differences: pd.DataFrame) -> str:
-    """The paired differences as a Markdown table (a note when there are none)."""
-    lines = [f"**Paired differences** of top-1 (percentage points): mean over seeds paired by seed and its "
-             f"{CONFIDENCE:.0%} t-interval (n/a with fewer than two seeds)", ""]
+def differences_blocks(differences: pd.DataFrame) -> list[Block]:
+    """The paired differences as a table under its heading (a note when there are none)."""
+    heading = (f"**Paired differences** of top-1 (percentage points): mean over seeds paired by seed and its "
+               f"{CONFIDENCE:.0%} t-interval (n/a with fewer than two seeds)")
     if differences.empty:
-        return "\n".join(lines + ["No pair of runs to compare."]) + "\n"
-    lines.append("| A | B | pairs | A − B | 95% CI |")
-    lines.append("|---|---|---:|---:|---|")
-    for row in differences.itertuples():
-        lines.append(f"| {row.method_a} on {row.subset_a} | {row.method_b} on {row.subset_b} | {row.pairs} | "
-                     f"{row.mean:+.2f} | {_interval(row)} |")
-    return "\n".join(lines) + "\n"
+        return [heading, "No pair of runs to compare."]
+    rows = [[f"{row.method_a} on {row.subset_a}", f"{row.method_b} on {row.subset_b}", str(row.pairs),
+             f"{row.mean:+.2f}", _interval(row)] for row in differences.itertuples()]
+    return [heading, Table(["A", "B", "pairs", "A − B", "95% CI"], rows, [False, False, True, True, False])]
 
 
 def write_table(result_jsons, methods, out_csv, out_md, title: str = "",
                 differences: Sequence[tuple[str, str]] = (), imbalance_gaps: bool = False,
-                out_differences: str | os.PathLike | None = None) -> pd.DataFrame:
-    """A results table from per-run result JSONs: long-format CSV and a Markdown table like the
-    paper's. With `differences` (pairs of method labels: a - b on each subset) or
-    `imbalance_gaps` (imbalanced-pX - balanced-pX per method), the paired differences follow the
-    table in the Markdown and go to `out_differences` as CSV."""
+                out_differences: str | os.PathLike | None = None, out_html=None) -> pd.DataFrame:
+    """A results table from per-run result JSONs: long-format CSV, and a table like the paper's as
+    Markdown and (with `out_html`) as an HTML page. With `differences` (pairs of method labels:
+    a - b on each subset) or `imbalance_gaps` (imbalanced-pX - balanced-pX per method), the paired
+    differences follow the table and go to `out_differences` as CSV."""
     results = load_results(result_jsons)
     summary = summarize(results)
     write_csv(summary, out_csv)
-    markdown = markdown_table(summary, methods, title)
+    blocks = results_blocks(summary, methods, title)
     if differences or imbalance_gaps:
         comparisons = method_comparisons(results, differences) + (imbalance_comparisons(results) if imbalance_gaps
                                                                    else [])
         table = paired_differences(results, comparisons)
-        markdown += "\n" + markdown_differences(table)
+        blocks += differences_blocks(table)
         if out_differences is not None:
             write_csv(table, out_differences)
-    write_text(out_md, markdown)
+    write_document(blocks, out_md, out_html, title)
     return summary
 
 
@@ -203,22 +214,37 @@ def cluster_table(summary_files: Sequence[str | os.PathLike],
     return pd.DataFrame(rows, columns=CLUSTER_TABLE_COLUMNS), warnings
 
 
+def cluster_blocks(table: pd.DataFrame, warnings: Sequence[str]) -> list[Block]:
+    """The cluster table under its heading, NMI and ARI with 3 decimals, the warnings below it."""
+    heading = ("**Clusters of the base features** (NMI/ARI to the classes, reporting only; "
+               "kind `random` = the +D ablation's partition; `normalize` = the k-means input; "
+               "`expert_steps` = optimizer steps each cluster's expert took)")
+    numeric = {"seed", "k", "n", "nmi", "ari"}
+
+    def cell(column: str, value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+        return f"{value:.3f}" if column in ("nmi", "ari") else str(value)
+
+    rows = [[cell(column, value) for column, value in zip(table.columns, row)] for row in table.itertuples(index=False)]
+    blocks: list[Block] = [heading, Table(list(table.columns), rows, [c in numeric for c in table.columns])]
+    blocks += [f"**Warning:** {warning}" for warning in warnings]
+    if warnings:
+        blocks.append(UNDERTRAINED_HINT)
+    return blocks
+
+
 def write_cluster_table(summary_files: Sequence[str | os.PathLike], out_csv, out_md,
-                        expert_metrics: Sequence[str | os.PathLike] = (), min_expert_steps: int = 50) -> pd.DataFrame:
-    """results/tables/clusters.{csv,md}: cluster sizes, how well clusters match classes and the
+                        expert_metrics: Sequence[str | os.PathLike] = (), min_expert_steps: int = 50,
+                        out_html=None) -> pd.DataFrame:
+    """results/tables/clusters.{csv,md,html}: cluster sizes, how well clusters match classes and the
     experts' optimizer steps; each expert below `min_expert_steps` is warned about on stderr (the
-    job's log) and under the Markdown table."""
+    job's log) and under the table."""
     table, warnings = cluster_table(summary_files, expert_metrics, min_expert_steps)
     write_csv(table, out_csv)
-    header = ("**Clusters of the base features** (NMI/ARI to the classes, reporting only; "
-              "kind `random` = the +D ablation's partition; `normalize` = the k-means input; "
-              "`expert_steps` = optimizer steps each cluster's expert took)\n\n")
-    notes = "".join(f"\n**Warning:** {warning}\n" for warning in warnings)
-    if warnings:
-        notes += f"\n{UNDERTRAINED_HINT}\n"
     for warning in warnings:
         print(f"[imbssl] warning: {warning}", file=sys.stderr)
     if warnings:
         print(f"[imbssl] {UNDERTRAINED_HINT}", file=sys.stderr)
-    write_text(out_md, header + table.to_markdown(index=False, floatfmt=".3f") + "\n" + notes)
+    write_document(cluster_blocks(table, warnings), out_md, out_html, "Clusters of the base features")
     return table

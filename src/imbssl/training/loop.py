@@ -51,7 +51,7 @@ class TrainSettings:
     compile: Literal["auto", "on", "off"] = "auto"  # torch.compile the backbone (auto: on CUDA only)
     channels_last: bool = True  # NHWC activations on CUDA (ignored on CPU)
     device: str = "auto"
-    log_every: int = 50  # steps between progress-bar updates (each one syncs the host)
+    log_every: int = 50  # steps between running-loss updates of the progress bar (each one syncs the host)
     # The whole subset on the device (true), streamed from the store (false), or by size (auto).
     data_on_device: Literal["auto", "true", "false"] = "auto"
     device_memory_fraction: float = 0.5  # auto: resident when the images fit in this share of its memory
@@ -236,7 +236,8 @@ def train_loop(
     rows, start_epoch = resume(module, optimizer, out_dir, run_id, images.device)
     model = distributed.wrap(module, images.device)  # DistributedDataParallel with several processes
     # e.g. imbalanced-p100/simsiam/seed0, or kmeans/seed0/cluster3 for an expert
-    progress = make_progress("/".join(out_dir.parts[-3:]), settings.epochs, schedule.steps_per_epoch, start_epoch)
+    progress = make_progress("/".join(out_dir.parts[-3:]), settings.epochs, schedule.steps_per_epoch, start_epoch,
+                             schedule.batch_size)
     for epoch in range(start_epoch, settings.epochs):
         row = run_epoch(model, optimizer, images, augment, schedule, settings, seed, epoch, progress, out_dir)
         rows.append(row)
@@ -273,10 +274,11 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images, augmen
         module.after_step((global_step + 1) / schedule.total_steps)  # this job's progress (EMA, SwAV, DINO)
         for key, value in {"loss": loss, **metrics}.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float()
+        running = None
         if (step + 1) % settings.log_every == 0:
             running = distributed.mean_over_ranks(sums["loss"]).item() / (step + 1)  # the only per-N-steps sync
             _check_finite(running, epoch, out_dir, module.section)
-            progress.steps(step + 1, running)
+        progress.steps(step + 1, lr, running)  # every step: moves the bar, no sync
     return _epoch_row(sums, epoch, lr, schedule, time.perf_counter() - started, out_dir, module.section)
 
 
