@@ -87,8 +87,12 @@ def test_small_training_sets_split_evenly_over_the_processes():
 def test_one_gpu_runs_the_command_itself_and_several_run_it_under_torchrun():
     command = ["imbssl", "pretrain", "--seed", "0"]
     assert job_command(command, 1, 1, {}) == (command, None)
-    argv, env = job_command(command, 4, 1, {})
-    assert env is None and argv[-6:] == ["--standalone", "--no-python", *command]
+    argv, env = job_command(command, 4, 1, {"HOME": "/h"})
+    assert argv[-6:] == ["--standalone", "--no-python", *command]
+    # torchrun passes SIGUSR1 on to its workers too, and gives them time for their stop checkpoint.
+    assert env == {"HOME": "/h", "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+                   "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "120"}
+    assert job_command(command, 4, 1, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "600"})[1]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "600"
     assert argv[:4] == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4"]
     # Under SLURM on one node: the same standalone torchrun on the GPUs SLURM gave the job.
     assert job_command(command, 2, 1, {"SLURM_JOB_ID": "7"})[0][-6:-4] == ["--standalone", "--no-python"]
