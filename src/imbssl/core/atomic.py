@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import tempfile
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +52,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as err:
         # Measured before the partial file is removed: it holds the space the write used up.
         full = disk_full_error(err, path)
+        if full is not None:
+            # The failed writer's frames may hold its file open (torch.save's does): an unlinked
+            # file keeps its blocks until closed, and the job's log may be on the same disk.
+            _release_frames(err)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if full is not None:
@@ -75,15 +80,24 @@ def disk_full_error(err: BaseException, path: Path) -> UserError | None:
     return None
 
 
-def _errno_in_chain(err: BaseException) -> int | None:
-    """The out-of-space errno of `err` or of an exception it was raised from, if any."""
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """`err` and the exceptions it was raised from or during."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in OUT_OF_SPACE:
-            return err.errno
+        yield err
         err = err.__cause__ or err.__context__
-    return None
+
+
+def _release_frames(err: BaseException) -> None:
+    for each in _chain(err):
+        traceback.clear_frames(each.__traceback__)
+
+
+def _errno_in_chain(err: BaseException) -> int | None:
+    """The out-of-space errno of `err` or of an exception it was raised from, if any."""
+    return next((each.errno for each in _chain(err) if isinstance(each, OSError) and each.errno in OUT_OF_SPACE),
+                None)
 
 
 def disk_space(directory: str | os.PathLike) -> tuple[int, int]:
