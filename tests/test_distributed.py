@@ -184,14 +184,14 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
 
 # --- whole jobs through the launcher -------------------------------------------------------------
 
-EPOCHS = 4
+EPOCHS = 4  # of 11 steps of 32 images (16 per rank): room for a stop mid-epoch
 
 
 def pretrain_command(digits_data, out: Path) -> list[str]:
     train, test, subsets = digits_data
     return ["imbssl", "pretrain", "--method", "simsiam", "--train-data", str(train), "--test-data", str(test),
             "--subset", str(subsets / "imbalanced-p100.csv"), "--out-dir", str(out), "--epochs", str(EPOCHS),
-            "--batch-size", "64", "--checkpoint-every", "1", "--knn-every", "0", "--knn-k", "5", "--arch",
+            "--batch-size", "32", "--checkpoint-every", "1", "--knn-every", "0", "--knn-k", "5", "--arch",
             "resnet10", "--width", "4", "--proj-dim", "16", "--pred-hidden-dim", "8", "--warmup-epochs", "0"]
 
 
@@ -279,3 +279,38 @@ def test_resume_after_killing_a_rank_equals_an_uninterrupted_run(digits_data, tw
     straight = (uninterrupted / "metrics.csv").read_text().splitlines()
     assert len(rows) == len(straight) == 1 + EPOCHS
     assert [row.split(",")[:4] for row in rows] == [row.split(",")[:4] for row in straight]  # epoch..out_std
+
+
+def test_a_signal_to_torchrun_stops_both_ranks_at_one_step_and_the_job_resumes_there(digits_data, two_nodes,
+                                                                                     tmp_path):
+    """SIGUSR1 to the job (torchrun, which the launcher became) in its second epoch: torchrun passes
+    it on, the two ranks agree on a step, rank 0 checkpoints there and both exit 75; run again, the
+    job resumes at that step and ends with the uninterrupted 2-process run's weights."""
+    out = tmp_path / "signalled"
+    job = subprocess.Popen(launched(pretrain_command(digits_data, out)), env=run_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.poll() is None, "the job ended before its first checkpoint"
+    job.send_signal(signal.SIGUSR1)  # just after epoch 1's checkpoint: early in epoch 2
+    _, err = job.communicate(timeout=180)
+    assert job.returncode != 0, err[-3000:]
+    stop = checkpoint.load(out / "checkpoint.pt")
+    epoch, step = stop["epoch"], stop["step"]
+    assert epoch == 1 and 0 < step < 11, (epoch, step)  # mid-epoch, one state of the whole job:
+    assert len(stop["ranks"]) == 2  # both ranks' random streams and metric sums
+    assert f"stopped by SIGUSR1 at epoch {epoch} step {step}: {out / 'checkpoint.pt'} holds" in err
+    assert not (out / "model.pt").exists()
+
+    resumed = subprocess.run(launched(pretrain_command(digits_data, out)), env=run_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"resuming {out} from epoch {epoch} step {step} (checkpoint.pt)" in resumed.stderr
+    uninterrupted, _ = two_nodes
+    a, b = weights(uninterrupted / "model.pt"), weights(out / "model.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = (out / "metrics.csv").read_text().splitlines()
+    straight = (uninterrupted / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[:4] for row in rows] == [row.split(",")[:4] for row in straight]
