@@ -182,6 +182,16 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert not (tmp_path / "simsiam" / "model.pt").exists()
 
 
+def test_the_ranks_read_the_same_decisions_two_steps_after_any_rank_cast_them(tmp_path):
+    """A checkpoint wished by rank 0 at step 2 and a stop wished by rank 1 at step 6 are read by
+    both ranks at steps 4 and 8 (the settled end, which reads every cast in flight)."""
+    done = subprocess.run(torchrun("--standalone", "--nproc-per-node=2", str(TESTS / "helpers" / "ddp_job.py"),
+                                   "votes", str(tmp_path)), env=run_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    read = [(tmp_path / f"votes{rank}.txt").read_text() for rank in (0, 1)]
+    assert read == ["0 0 0 0 1 0 0 0 2"] * 2
+
+
 # --- whole jobs through the launcher -------------------------------------------------------------
 
 EPOCHS = 4  # of 11 steps of 32 images (16 per rank): room for a stop mid-epoch

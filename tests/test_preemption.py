@@ -179,3 +179,52 @@ def test_a_stopped_command_exits_with_the_resumable_status(digits_data, tmp_path
 
     monkeypatch.setattr("imbssl.training.jobs.train_loop", stopped)
     assert main(argv) == Stopped.exit_status == 75  # EX_TEMPFAIL: rerun to resume
+
+
+# --- whether a stopped SLURM job requeues itself ----------------------------------------------
+
+FAKE_SLURM = """#!/bin/sh
+echo "$(basename "$0") $*" >> "{calls}"
+case "$(basename "$0")" in
+    squeue) echo "{state}" ;;
+    scontrol) exit {scontrol_status} ;;
+esac
+"""
+
+
+def fake_slurm(folder, state: str, scontrol_status: int = 0) -> dict[str, str]:
+    """squeue and scontrol stand-ins on PATH: squeue says `state`, both record their calls."""
+    folder.mkdir(exist_ok=True)
+    for name in ("squeue", "scontrol"):
+        script = folder / name
+        script.write_text(FAKE_SLURM.format(calls=folder / "calls", state=state, scontrol_status=scontrol_status))
+        script.chmod(0o755)
+    return {"PATH": f"{folder}:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("state, requeued", [
+    ("RUNNING", True),  # a warning ahead of the time limit (--signal), or a signal sent by hand
+    ("COMPLETING", False),  # scancel, the time limit itself: SLURM is ending the job
+    ("PREEMPTED", False),  # SLURM requeues it, or Snakemake's retries resubmit it
+])
+def test_a_stopped_slurm_job_requeues_itself_only_while_it_still_runs(tmp_path, monkeypatch, state, requeued):
+    from imbssl.training.preemption import requeue_if_running
+
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", state)["PATH"])
+    said = requeue_if_running({"SLURM_JOB_ID": "4242"})
+    calls = (tmp_path / "bin" / "calls").read_text().splitlines()
+    assert calls[0] == "squeue --noheader --jobs 4242 --format=%T"
+    assert (calls[1:] == ["scontrol requeue 4242"]) == requeued, calls
+    assert said.startswith("requeued SLURM job 4242") == requeued, said
+    if not requeued:
+        assert said == f"SLURM job 4242 is {state}: it resumes from the checkpoint when SLURM requeues it or Snakemake reruns it"
+
+
+def test_a_requeue_that_fails_says_so_and_an_array_task_is_named_as_scontrol_knows_it(tmp_path, monkeypatch):
+    from imbssl.training.preemption import requeue_if_running
+
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", "RUNNING", scontrol_status=1)["PATH"])
+    said = requeue_if_running({"SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "7"})
+    assert (tmp_path / "bin" / "calls").read_text().splitlines()[1] == "scontrol requeue 70_7"
+    assert said.startswith("could not requeue SLURM job 70_7") and "retries" in said
+    assert requeue_if_running({}) == "run the same command again to resume from it"  # not under SLURM

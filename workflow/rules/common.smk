@@ -131,10 +131,12 @@ def on_gpu(command):
     snakemake#281); with several GPUs it runs the command under torchrun (srun + torchrun across
     SLURM nodes); under SLURM or without a GPU it leases nothing.
 
-    `exec`: the shell makes way for the job, so that a SIGTERM (preemption, the time limit) reaches
-    the training processes, which checkpoint at their step, and no shell dies of it first (SLURM
-    signals every process of the job step; bash would end the job before its checkpoint)."""
-    return f"exec python -m imbssl.orchestration.launch {{resources.launch}} -- {command}"
+    `exec`: the shell makes way for the job, so that a SIGTERM (preemption, the time
+    limit) reaches the training processes, which checkpoint at their step, and no shell
+    dies of it first (SLURM signals every process of the job step; bash would end the
+    job early)."""
+    launch = "exec python -m imbssl.orchestration.launch {resources.launch}"
+    return f"{launch} -- {command}"
 
 
 def runtime_for(epochs):

@@ -350,9 +350,7 @@ class LaggedMax:
         """Cast this step's `wish`; returns the maximum cast `lag` steps ago (0 before)."""
         if world_size() == 1:
             return wish
-        self.value.fill_(wish)  # a kernel on the device's stream, no copy from the host
-        dist.all_reduce(self.value, op=dist.ReduceOp.MAX)
-        self.pending.append(self._to_host())
+        self._send(wish)
         return self._read(self.pending.pop(0)) if len(self.pending) > self.lag else 0
 
     def settle(self, wish: int) -> int:
@@ -360,10 +358,15 @@ class LaggedMax:
         epoch): the maximum of all of them."""
         if world_size() == 1:
             return wish
-        self.cast(wish)
+        self._send(wish)
         found = max(self._read(entry) for entry in self.pending)
         self.pending.clear()
         return found
+
+    def _send(self, wish: int) -> None:
+        self.value.fill_(wish)  # a kernel on the device's stream, no copy from the host
+        dist.all_reduce(self.value, op=dist.ReduceOp.MAX)
+        self.pending.append(self._to_host())
 
     def _to_host(self) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         if not self.cuda:
