@@ -132,7 +132,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(digits_data,
     err = capsys.readouterr().err
     assert f"resuming {out} from epoch 1 (checkpoint.prev.pt)" in err  # one generation older
     assert "warning: checkpoint.pt (" in err and "resumed from the older checkpoint.prev.pt" in err
+    assert "moved the unreadable file to checkpoint.pt.unreadable" in err
     assert_same_run(tmp_path / "straight", out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "model.pt"]
 
 
 def test_when_no_checkpoint_can_be_read_the_job_stops_in_one_line(digits_data, tmp_path):

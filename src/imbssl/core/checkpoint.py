@@ -68,7 +68,7 @@ def save_generation(obj: dict[str, Any], path: str | os.PathLike) -> None:
 class Loaded:
     state: dict[str, Any]
     path: Path  # the generation it came from
-    unreadable: list[str] = field(default_factory=list)  # newer generations that could not be read, and why
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # newer generations that could not be read, why
 
 
 def load_newest(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Loaded | None:
@@ -84,13 +84,17 @@ def load_newest(path: str | os.PathLike, map_location: str | torch.device = "cpu
             if not isinstance(state, dict):
                 raise TypeError(f"holds a {type(state).__name__}, not a checkpoint")
         except Exception as err:  # truncated, damaged or foreign
-            problems.append(f"{candidate.name} ({type(err).__name__})")
+            problems.append((candidate, type(err).__name__))
             continue
         return Loaded(state, candidate, problems)
     if problems:
-        raise UserError(f"no checkpoint in {path.parent} can be read: {'; '.join(problems)}; delete them to train "
+        raise UserError(f"no checkpoint in {path.parent} can be read: {describe(problems)}; delete them to train "
                         f"this run from scratch, then rerun")
     return None
+
+
+def describe(problems: list[tuple[Path, str]]) -> str:
+    return ", ".join(f"{path.name} ({why})" for path, why in problems)
 
 
 def set_aside(path: Path) -> Path:

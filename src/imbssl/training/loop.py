@@ -168,10 +168,16 @@ def resume(module: Method, optimizer: torch.optim.Optimizer, out_dir: Path, run_
     distributed.same_on_every_rank(start.epoch, "the epoch to resume from")
     distributed.same_on_every_rank(start.step, "the step to resume from")
     if loaded is not None and loaded.unreadable and distributed.is_main():  # every rank has read by now
-        aside = [checkpoint.set_aside(out_dir / problem.split(" ")[0]) for problem in loaded.unreadable]
-        _say(f"warning: {'; '.join(loaded.unreadable)} cannot be read: resumed from the older {loaded.path.name} "
-             f"instead (the unreadable file moved to {', '.join(p.name for p in aside)})")
+        _set_aside(loaded)
     return start
+
+
+def _set_aside(loaded: checkpoint.Loaded) -> None:
+    """Newer checkpoints that could not be read go out of the way (the next save would otherwise
+    keep one as the previous generation), with a warning in the log."""
+    aside = [checkpoint.set_aside(path).name for path, _ in loaded.unreadable]
+    _say(f"warning: {checkpoint.describe(loaded.unreadable)} cannot be read: resumed from the older "
+         f"{loaded.path.name} instead (moved the unreadable file to {', '.join(aside)})")
 
 
 def _say(line: str) -> None:
