@@ -9,6 +9,7 @@ for, requeue, retries) is the profile as users get it.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shutil
@@ -235,7 +236,7 @@ def poll(found, timeout: float, what: str, job: subprocess.Popen | None = None):
         if value:
             return value
         if job is not None and job.poll() is not None:
-            pytest.fail(f"snakemake ended while waiting for {what}:\n{job.stderr.read()[-4000:]}")
+            pytest.fail(f"snakemake ended while waiting for {what}:\n{Path(job.stderr.name).read_text()[-4000:]}")
         time.sleep(0.05)
     pytest.fail(f"no {what} within {timeout} s; the cluster:\n{slurm_queue()}")
 
@@ -293,19 +294,23 @@ def assert_same_model(uninterrupted: Path, resumed: Path) -> None:
 
 
 def start_slurm_run(repo: Path, profile: Path, config: tuple[str, ...]) -> subprocess.Popen:
+    """Snakemake through the profile, in the background; its output goes to files (a pipe nobody
+    reads while the test waits could fill up and stop it)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("SLURM_CONF", None)
     return subprocess.Popen([sys.executable, "-m", "snakemake", f"{PREEMPT_RUN}/model.pt", "--profile", str(profile),
-                             *config], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *config], cwd=repo, env=env, stdout=open(repo / "snakemake.out", "w"),
+                            stderr=open(repo / "snakemake.err", "w"), text=True)
 
 
 def finish(job: subprocess.Popen, repo: Path) -> None:
     try:
-        out, err = job.communicate(timeout=SNAKEMAKE_TIMEOUT_S)
+        job.wait(timeout=SNAKEMAKE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         job.kill()
-        subprocess.run(["scancel", "--user", "root"], capture_output=True)
+        subprocess.run(["scancel", f"--user={getpass.getuser()}"], capture_output=True)
         pytest.fail(f"snakemake ran past {SNAKEMAKE_TIMEOUT_S} s; the cluster:\n{slurm_queue()}")
+    out, err = ((repo / name).read_text() for name in ("snakemake.out", "snakemake.err"))
     assert job.returncode == 0, failure_report(subprocess.CompletedProcess(job.args, job.returncode, out, err), repo)
 
 

@@ -11,6 +11,7 @@ class Stopped(Exception):
     """A training job stopped on a signal after writing a checkpoint at its last step (its message
     says where, and whether SLURM requeues it); rerun, it resumes from there."""
 
-    # EX_TEMPFAIL (sysexits.h): a temporary failure, to be retried. A SLURM administrator can list
-    # it in RequeueExit to have such jobs requeued by SLURM itself.
+    # EX_TEMPFAIL (sysexits.h): a temporary failure, to be retried. Under Snakemake it only says
+    # "failed" to Snakemake (the SLURM job's own exit status is Snakemake's), so the job requeues
+    # itself when it should (training/preemption.py) rather than relying on SLURM's RequeueExit.
     exit_status = 75
