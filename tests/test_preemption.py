@@ -230,3 +230,19 @@ def test_a_requeue_that_fails_says_so_and_an_array_task_is_named_as_scontrol_kno
     assert (tmp_path / "bin" / "calls").read_text().splitlines()[1] == "scontrol requeue 70_7"
     assert said.startswith("could not requeue SLURM job 70_7") and "retries" in said
     assert requeue_if_running({}) == "run the same command again to resume from it"  # not under SLURM
+
+
+def test_a_mid_epoch_checkpoint_of_two_processes_resumes_on_one_with_the_epochs_mean_kept():
+    """Resumed on another number of processes: rank 0 carries the old ranks' sums, scaled so that
+    the epoch's mean over the new ranks is the same, and the random streams start anew."""
+    from imbssl.training.checkpointing import resume_point
+
+    shares = [{"sums": {"loss": torch.tensor(3.0), "std": torch.tensor(1.0)}, "rng": {"device": torch.zeros(1)}},
+              {"sums": {"loss": torch.tensor(5.0), "std": torch.tensor(2.0)}, "rng": {"device": torch.ones(1)}}]
+    state = {"metrics": [{"epoch": 1}], "epoch": 1, "step": 4, "ranks": shares}
+    start = resume_point(state, torch.device("cpu"))
+    assert (start.epoch, start.step, start.part.step, start.part.rng) == (1, 4, 4, None)
+    # two ranks' mean so far: (3 + 5) / 2 = 4, which one rank carries alone
+    assert {key: value.item() for key, value in start.part.sums.items()} == {"loss": 4.0, "std": 1.5}
+    one = resume_point({**state, "ranks": shares[:1]}, torch.device("cpu"))
+    assert one.part.rng is shares[0]["rng"] and one.part.sums["loss"].item() == 3.0  # same world: its own

@@ -163,6 +163,9 @@ def resume(module: Method, optimizer: torch.optim.Optimizer, out_dir: Path, run_
         start = resume_point(loaded.state, device)
         step = f" step {start.step}" if start.step else ""
         _say(f"resuming {out_dir} from epoch {start.epoch}{step} ({loaded.path.name})")
+        if start.part is not None and start.part.rng is None:
+            _say(f"the checkpoint was taken by {len(loaded.state['ranks'])} processes, this job has "
+                 f"{distributed.world_size()}: the rest of its epoch draws new augmentations")
     elif loaded is not None:
         _say(f"ignoring {loaded.path}: it was written with other settings")
     distributed.same_on_every_rank(start.epoch, "the epoch to resume from")
