@@ -594,20 +594,20 @@ def test_gpus_and_slots_of_a_job_are_its_resources_and_launcher_never_its_settin
     for rule in ("pretrain", "base", "distill"):
         output, (resources, command) = first_job(jobs[rule])
         assert resources["gpu"] == "12" and resources["nodes"] == "1"  # 4 whole GPUs of 3 slots
-        assert command.startswith("python -m imbssl.orchestration.launch --gpus 4 --nodes 1 --slots all --slots-per-device 3 -- ")
+        assert command.startswith("exec python -m imbssl.orchestration.launch --gpus 4 --nodes 1 --slots all --slots-per-device 3 -- ")
         imbssl = command.split(" -- ", 1)[1]
         assert imbssl == baseline[rule][output][1].split(" -- ", 1)[1] and "--gpus" not in imbssl
     for rule in ("expert", "features", "cluster", "evaluate", "prototype_usage"):
         _, (resources, command) = first_job(jobs[rule])
         assert resources["gpu"] == "1", rule  # one slot of a GPU shared by three such jobs
-        assert command.startswith("python -m imbssl.orchestration.launch --gpus 1 --nodes 1 --slots 1 --slots-per-device 3 -- ")
+        assert command.startswith("exec python -m imbssl.orchestration.launch --gpus 1 --nodes 1 --slots 1 --slots-per-device 3 -- ")
     _, (pretrain_resources, pretrain_command) = first_job(baseline["pretrain"])
     assert pretrain_resources["gpu"] == "1" and first_job(baseline["expert"])[1][0]["gpu"] == "1"
-    assert pretrain_command.startswith("python -m imbssl.orchestration.launch --gpus 1 --nodes 1 --slots all ")
+    assert pretrain_command.startswith("exec python -m imbssl.orchestration.launch --gpus 1 --nodes 1 --slots all ")
 
     _, (resources, command) = first_job(job_resources(workdir, "--config", "pretrain={gpus: 4, nodes: 2}")["pretrain"])
     assert (resources["gres"], resources["nodes"], resources["gpu"]) == ("gpu:4", "2", "0")  # 4 per node
-    assert command.startswith("python -m imbssl.orchestration.launch --gpus 4 --nodes 2 ")
+    assert command.startswith("exec python -m imbssl.orchestration.launch --gpus 4 --nodes 2 ")
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -87,8 +87,12 @@ def test_small_training_sets_split_evenly_over_the_processes():
 def test_one_gpu_runs_the_command_itself_and_several_run_it_under_torchrun():
     command = ["imbssl", "pretrain", "--seed", "0"]
     assert job_command(command, 1, 1, {}) == (command, None)
-    argv, env = job_command(command, 4, 1, {})
-    assert env is None and argv[-6:] == ["--standalone", "--no-python", *command]
+    argv, env = job_command(command, 4, 1, {"HOME": "/h"})
+    assert argv[-6:] == ["--standalone", "--no-python", *command]
+    # torchrun passes SIGUSR1 on to its workers too, and gives them time for their stop checkpoint.
+    assert env == {"HOME": "/h", "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+                   "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "120"}
+    assert job_command(command, 4, 1, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "600"})[1]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "600"
     assert argv[:4] == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4"]
     # Under SLURM on one node: the same standalone torchrun on the GPUs SLURM gave the job.
     assert job_command(command, 2, 1, {"SLURM_JOB_ID": "7"})[0][-6:-4] == ["--standalone", "--no-python"]
@@ -178,16 +182,26 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert not (tmp_path / "simsiam" / "model.pt").exists()
 
 
+def test_the_ranks_read_the_same_decisions_two_steps_after_any_rank_cast_them(tmp_path):
+    """A checkpoint wished by rank 0 at step 2 and a stop wished by rank 1 at step 6 are read by
+    both ranks at steps 4 and 8 (the settled end, which reads every cast in flight)."""
+    done = subprocess.run(torchrun("--standalone", "--nproc-per-node=2", str(TESTS / "helpers" / "ddp_job.py"),
+                                   "votes", str(tmp_path)), env=run_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    read = [(tmp_path / f"votes{rank}.txt").read_text() for rank in (0, 1)]
+    assert read == ["0 0 0 0 1 0 0 0 2"] * 2
+
+
 # --- whole jobs through the launcher -------------------------------------------------------------
 
-EPOCHS = 4
+EPOCHS = 4  # of 11 steps of 32 images (16 per rank): room for a stop mid-epoch
 
 
 def pretrain_command(digits_data, out: Path) -> list[str]:
     train, test, subsets = digits_data
     return ["imbssl", "pretrain", "--method", "simsiam", "--train-data", str(train), "--test-data", str(test),
             "--subset", str(subsets / "imbalanced-p100.csv"), "--out-dir", str(out), "--epochs", str(EPOCHS),
-            "--batch-size", "64", "--checkpoint-every", "1", "--knn-every", "0", "--knn-k", "5", "--arch",
+            "--batch-size", "32", "--checkpoint-every", "1", "--knn-every", "0", "--knn-k", "5", "--arch",
             "resnet10", "--width", "4", "--proj-dim", "16", "--pred-hidden-dim", "8", "--warmup-epochs", "0"]
 
 
@@ -275,3 +289,38 @@ def test_resume_after_killing_a_rank_equals_an_uninterrupted_run(digits_data, tw
     straight = (uninterrupted / "metrics.csv").read_text().splitlines()
     assert len(rows) == len(straight) == 1 + EPOCHS
     assert [row.split(",")[:4] for row in rows] == [row.split(",")[:4] for row in straight]  # epoch..out_std
+
+
+def test_a_signal_to_torchrun_stops_both_ranks_at_one_step_and_the_job_resumes_there(digits_data, two_nodes,
+                                                                                     tmp_path):
+    """SIGUSR1 to the job (torchrun, which the launcher became) in its second epoch: torchrun passes
+    it on, the two ranks agree on a step, rank 0 checkpoints there and both exit 75; run again, the
+    job resumes at that step and ends with the uninterrupted 2-process run's weights."""
+    out = tmp_path / "signalled"
+    job = subprocess.Popen(launched(pretrain_command(digits_data, out)), env=run_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.poll() is None, "the job ended before its first checkpoint"
+    job.send_signal(signal.SIGUSR1)  # just after epoch 1's checkpoint: early in epoch 2
+    _, err = job.communicate(timeout=180)
+    assert job.returncode != 0, err[-3000:]
+    stop = checkpoint.load(out / "checkpoint.pt")
+    epoch, step = stop["epoch"], stop["step"]
+    assert epoch == 1 and 0 < step < 11, (epoch, step)  # mid-epoch, one state of the whole job:
+    assert len(stop["ranks"]) == 2  # both ranks' random streams and metric sums
+    assert f"stopped by SIGUSR1 at epoch {epoch} step {step}: {out / 'checkpoint.pt'} holds" in err
+    assert not (out / "model.pt").exists()
+
+    resumed = subprocess.run(launched(pretrain_command(digits_data, out)), env=run_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"resuming {out} from epoch {epoch} step {step} (checkpoint.pt)" in resumed.stderr
+    uninterrupted, _ = two_nodes
+    a, b = weights(uninterrupted / "model.pt"), weights(out / "model.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = (out / "metrics.csv").read_text().splitlines()
+    straight = (uninterrupted / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[:4] for row in rows] == [row.split(",")[:4] for row in straight]

@@ -93,3 +93,23 @@ def test_cuml_kmeans_agrees_with_scikit_learn_when_it_imports():
     reference = kmeans(x, k=8, seed=0, backend="sklearn", n_init=3)
     assert ours.info["backend"] == "cuml"
     assert ours.inertia == pytest.approx(reference.inertia, rel=0.01)
+
+
+def test_a_mid_epoch_checkpoint_restores_the_cuda_random_streams():
+    """The CUDA generator of augmentations and the global CUDA RNG (MSN's masks on the GPU) come
+    back to where a mid-epoch checkpoint took them; the CPU twin is tests/test_preemption.py."""
+    from imbssl.training.checkpointing import restore_rng, rng_states
+
+    generator, host = torch.Generator(device=CUDA).manual_seed(1), torch.Generator().manual_seed(2)
+    torch.manual_seed(3)
+    torch.rand(5, generator=generator, device=CUDA), torch.rand(5, device=CUDA)  # part of an epoch
+    states = rng_states(generator, host)
+    assert "global_cuda" in states and states["device"].device.type == "cpu"
+    expected = (torch.rand(5, generator=generator, device=CUDA), torch.rand(5, generator=host),
+                torch.rand(5, device=CUDA), torch.rand(5))
+    moved = {key: value.to(CUDA) for key, value in states.items()}  # as torch.load(map_location=cuda) gives them
+    restore_rng(moved, generator, host)
+    again = (torch.rand(5, generator=generator, device=CUDA), torch.rand(5, generator=host),
+             torch.rand(5, device=CUDA), torch.rand(5))
+    for a, b in zip(expected, again):
+        assert torch.equal(a, b)

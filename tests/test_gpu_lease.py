@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,91 @@ def test_a_job_waiting_for_gpus_holds_none_of_them(tmp_path):
     for _, _, fds in result["held"]:
         for fd in fds:
             os.close(fd)
+
+
+# --- one lock folder for every user of the machine ----------------------------------------------
+
+NOBODY = 65534
+# A lease process as `uid` under a umask that would make private files and folders: the Python
+# interpreter starts as root (it may live under /root), imports the lease, then becomes `uid`.
+LEASE_AS = textwrap.dedent(
+    """
+    import os, sys
+    from imbssl.orchestration import gpu_lease
+    uid = int(sys.argv[1])
+    if uid != os.getuid():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.umask(0o077)
+    sys.exit(gpu_lease.main(sys.argv[2:]))
+    """
+)
+# The job: records who held which device when (a shell: the job runs as that user).
+RECORD = ('echo "$(id -u) $CUDA_VISIBLE_DEVICES $(date +%s%N)" > "$0/$(id -u).start"; sleep 1; '
+          'date +%s%N > "$0/$(id -u).end"')
+
+
+def lease_as(uid: int, records: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", LEASE_AS, str(uid), "--", "sh", "-c", RECORD, str(records)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def world_readable_tmp():
+    """A folder every user may enter (pytest's tmp_path is root's alone)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="imbssl-lease-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a job as another user needs root")
+def test_jobs_of_two_users_never_hold_the_one_gpu_at_once(world_readable_tmp):
+    """root's job creates the lock folder and file under umask 077; nobody's job, started while
+    root's holds the GPU, must wait for it (it can open and lock root's file), then run."""
+    records = world_readable_tmp / "records"
+    records.mkdir(mode=0o777)
+    records.chmod(0o777)
+    locks = world_readable_tmp / "locks"  # created by the first job
+    env = lease_env(locks, IMBSSL_NUM_GPUS="1")
+    first = lease_as(0, records, env)
+    for _ in range(600):
+        if (records / "0.start").exists() or first.poll() is not None:
+            break
+        time.sleep(0.05)
+    second = lease_as(NOBODY, records, env)
+    errors = [job.communicate(timeout=60)[1] for job in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], errors
+
+    started = {uid: (records / f"{uid}.start").read_text().split() for uid in (0, NOBODY)}
+    assert [started[uid][:2] for uid in (0, NOBODY)] == [["0", "0"], [str(NOBODY), "0"]]  # both on GPU 0
+    root_end = int((records / "0.end").read_text())
+    assert int(started[NOBODY][2]) > root_end, "two users' jobs held GPU 0 at once"
+    assert "all GPUs 0 are leased, waiting" in errors[1]
+    assert stat.S_IMODE(locks.stat().st_mode) == 0o1777  # sticky, world-writable: whatever the umask
+    assert stat.S_IMODE((locks / "gpu0.lock").stat().st_mode) == 0o666
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a job as another user needs root")
+def test_a_lock_folder_another_user_cannot_write_is_one_line(world_readable_tmp):
+    locks = world_readable_tmp / "locks"
+    locks.mkdir(mode=0o755)  # made by hand, or by an older imbssl, for one user only
+    done = subprocess.run([sys.executable, "-c", LEASE_AS, str(NOBODY), "--", "true"],
+                          env=lease_env(locks, IMBSSL_NUM_GPUS="1"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot create GPU lock files in {locks} (mode 0755" in done.stderr
+    assert f"chmod 1777 {locks}" in done.stderr and "IMBSSL_LOCK_DIR" in done.stderr
+
+
+def test_the_default_lock_folder_is_the_same_for_every_user():
+    import tempfile
+
+    from imbssl.orchestration.gpu_lease import lock_dir
+
+    expected = Path(tempfile.gettempdir()) / "imbssl-gpu-locks"
+    assert lock_dir({"USER": "alice"}) == lock_dir({"USER": "bob", "LOGNAME": "bob"}) == expected
+    assert lock_dir({"IMBSSL_LOCK_DIR": "/scratch/locks"}) == Path("/scratch/locks")

@@ -9,11 +9,13 @@ for, requeue, retries) is the profile as users get it.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,146 @@ def test_a_training_job_of_two_gpus_runs_its_two_ranks_under_slurm(tmp_path):
     assert log.count(" epoch 3/3 ") == 1  # rank 0 reports for both
     assert (repo / target).exists() and not (repo / target).with_name("checkpoint.pt").exists()
     assert len(list((repo / ".snakemake" / "slurm_logs" / "rule_pretrain").rglob("*.log"))) == 1
+
+
+# --- preemption: a training job stopped mid-epoch resumes at its step, as if never stopped -----
+
+# "full": 1,437 digits images in 44 steps of 32 per epoch (about a second or two each on the CI
+# node), so that a signal lands mid-epoch; checkpoints at every epoch end only.
+PREEMPT_CONFIG = ("--configfile", "config/demo.yaml", "--config",
+                  "pretrain={epochs: 3, batch_size: 32, knn_every: 0, checkpoint_every: 1, checkpoint_minutes: 0}",
+                  "clustering={allow_budget_mismatch: true}")
+PREEMPT_RUN = "results/pretrain/full/simsiam/seed0"
+PREEMPT_LOG = "results/logs/pretrain/full/simsiam/seed0.log"
+
+
+def poll(found, timeout: float, what: str, job: subprocess.Popen | None = None):
+    """found()'s first truthy value within `timeout` seconds (fails saying `what` it waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        if job is not None and job.poll() is not None:
+            pytest.fail(f"snakemake ended while waiting for {what}:\n{Path(job.stderr.name).read_text()[-4000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"no {what} within {timeout} s; the cluster:\n{slurm_queue()}")
+
+
+def log_line(repo: Path, pattern: str) -> re.Match | None:
+    log = repo / PREEMPT_LOG
+    return re.search(pattern, log.read_text()) if log.exists() else None
+
+
+def running_job() -> str | None:
+    jobs = subprocess.run(["squeue", "-h", "-t", "running", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    return jobs[0] if len(jobs) == 1 else None
+
+
+def job_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def uninterrupted_run(repo: Path, config: tuple[str, ...], dest: Path) -> Path:
+    """The run trained here, without SLURM and without a stop (the same launcher and command),
+    moved to `dest`; the data and subsets stay for the SLURM run."""
+    done = run_snakemake(repo, f"{PREEMPT_RUN}/model.pt", "--cores", "2", *config)
+    assert done.returncode == 0, done.stderr[-4000:]
+    shutil.move(repo / PREEMPT_RUN, dest)
+    (repo / PREEMPT_LOG).unlink()  # the SLURM run's log is watched
+    return dest
+
+
+def signal_mid_epoch(repo: Path, send, job: subprocess.Popen) -> str:
+    """Once the job logged its first epoch, `send(job_id)` 40% into its second (timed from the
+    first epoch's images/s); returns the SLURM job id."""
+    first = poll(lambda: log_line(repo, r"epoch 1/3 loss \S+ lr \S+ images/s (\d+)"), 300, "first epoch", job)
+    job_id = poll(running_job, 30, "running SLURM job", job)
+    time.sleep(0.4 * 44 * 32 / float(first.group(1)))
+    send(job_id)
+    return job_id
+
+
+def run_again_now(job_id: str, job: subprocess.Popen) -> None:
+    """A requeued job waits about two minutes (BeginTime) before it runs again: start it now."""
+    poll(lambda: job_state(job_id) == "PENDING", 120, f"job {job_id} pending again", job)
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+
+
+def assert_same_model(uninterrupted: Path, resumed: Path) -> None:
+    import torch
+
+    from imbssl.core import checkpoint
+
+    a, b = checkpoint.load(uninterrupted / "model.pt"), checkpoint.load(resumed / "model.pt")
+    for key, value in a["method_state"].items():
+        assert torch.equal(value, b["method_state"][key]), key
+    rows = [(folder / "metrics.csv").read_text().splitlines() for folder in (uninterrupted, resumed)]
+    assert [row.split(",")[:4] for row in rows[0]] == [row.split(",")[:4] for row in rows[1]]  # epoch .. loss
+
+
+def start_slurm_run(repo: Path, profile: Path, config: tuple[str, ...]) -> subprocess.Popen:
+    """Snakemake through the profile, in the background; its output goes to files (a pipe nobody
+    reads while the test waits could fill up and stop it)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("SLURM_CONF", None)
+    return subprocess.Popen([sys.executable, "-m", "snakemake", f"{PREEMPT_RUN}/model.pt", "--profile", str(profile),
+                             *config], cwd=repo, env=env, stdout=open(repo / "snakemake.out", "w"),
+                            stderr=open(repo / "snakemake.err", "w"), text=True)
+
+
+def finish(job: subprocess.Popen, repo: Path) -> None:
+    try:
+        job.wait(timeout=SNAKEMAKE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        subprocess.run(["scancel", f"--user={getpass.getuser()}"], capture_output=True)
+        pytest.fail(f"snakemake ran past {SNAKEMAKE_TIMEOUT_S} s; the cluster:\n{slurm_queue()}")
+    out, err = ((repo / name).read_text() for name in ("snakemake.out", "snakemake.err"))
+    assert job.returncode == 0, failure_report(subprocess.CompletedProcess(job.args, job.returncode, out, err), repo)
+
+
+def test_a_job_warned_by_sigterm_checkpoints_at_its_step_requeues_itself_and_ends_as_if_never_stopped(tmp_path):
+    """What the profile's `--signal=TERM@300` sends ahead of the time limit (here by hand): the
+    job, still RUNNING, checkpoints at its step and requeues itself; SLURM runs it again, it
+    resumes at that step, and its model.pt is the uninterrupted run's, bit for bit."""
+    repo = copy_repo(tmp_path / "repo")
+    profile = write_ci_profile(repo / "profiles" / "slurm-ci")
+    uninterrupted = uninterrupted_run(repo, PREEMPT_CONFIG, tmp_path / "uninterrupted")
+    job = start_slurm_run(repo, profile, PREEMPT_CONFIG)
+    job_id = signal_mid_epoch(repo, lambda job_id: subprocess.run(["scancel", "--signal=TERM", job_id], check=True),
+                              job)
+    stop = poll(lambda: log_line(repo, r"stopped by SIGTERM at epoch (\d+) step (\d+): .*; (.*)"), 120, "stop", job)
+    epoch, step = int(stop.group(1)), int(stop.group(2))
+    assert epoch == 1 and 0 < step < 44, stop.group(0)
+    assert stop.group(3).startswith(f"requeued SLURM job {job_id} (scontrol requeue)"), stop.group(0)
+    run_again_now(job_id, job)
+    finish(job, repo)
+    assert log_line(repo, rf"resuming {PREEMPT_RUN} from epoch 1 step {step} \(checkpoint.pt\)"), \
+        (repo / PREEMPT_LOG).read_text()[-3000:]
+    assert_same_model(uninterrupted, repo / PREEMPT_RUN)
+    assert sorted(p.name for p in (repo / PREEMPT_RUN).iterdir()) == ["metrics.csv", "model.pt"]
+
+
+def test_a_two_process_job_requeued_by_slurm_resumes_at_the_step_both_ranks_stopped_at(tmp_path):
+    """`scontrol requeue` (what preemption with PreemptMode=REQUEUE does): SLURM sends SIGTERM to
+    every process and requeues the job itself; the two gloo ranks stop at one step, rank 0
+    checkpoints there (the job is no longer RUNNING: it does not requeue itself), and the job
+    resumes there with the uninterrupted 2-process run's weights."""
+    repo = copy_repo(tmp_path / "repo")
+    profile = write_ci_profile(repo / "profiles" / "slurm-ci")
+    config = (*PREEMPT_CONFIG[:2], "--config", PREEMPT_CONFIG[3].replace("{epochs", "{gpus: 2, epochs"),
+              PREEMPT_CONFIG[4])
+    uninterrupted = uninterrupted_run(repo, config, tmp_path / "uninterrupted")
+    job = start_slurm_run(repo, profile, config)
+    job_id = signal_mid_epoch(repo, lambda job_id: subprocess.run(["scontrol", "requeue", job_id], check=True), job)
+    stop = poll(lambda: log_line(repo, r"stopped by SIGTERM at epoch (\d+) step (\d+): .*; (.*)"), 120, "stop", job)
+    epoch, step = int(stop.group(1)), int(stop.group(2))
+    assert epoch == 1 and 0 < step < 44, stop.group(0)
+    assert "it resumes from the checkpoint when SLURM requeues it" in stop.group(3), stop.group(0)
+    run_again_now(job_id, job)
+    finish(job, repo)
+    log = (repo / PREEMPT_LOG).read_text()
+    assert f"resuming {PREEMPT_RUN} from epoch 1 step {step} (checkpoint.pt)" in log, log[-3000:]
+    assert "[imbssl] rank 1 of 2 on cpu (gloo)" in log
+    assert_same_model(uninterrupted, repo / PREEMPT_RUN)

@@ -37,8 +37,8 @@
 #    resume it.
 #  - [seen] Wait for `sinfo` to report the node idle, not only for the pid files.
 #  - [seen] A job requeued with `scontrol requeue` (or preempted) waits ~2 minutes (BeginTime)
-#    before it runs again; the executor keeps waiting and then sees it finish. Too slow for CI:
-#    checked by hand, not in tests/test_slurm.py.
+#    before it runs again; the executor keeps waiting and then sees it finish. The preemption
+#    tests in tests/test_slurm.py start it at once (`scontrol update jobid=N StartTime=now`).
 #  - apt-get needs DEBIAN_FRONTEND=noninteractive and `apt-get update` on a fresh image; the
 #    install pulls ~60 packages (slurm-wlm's plugin set), about a minute.
 

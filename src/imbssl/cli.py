@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from imbssl import UserError
+from imbssl import Stopped, UserError
 from imbssl.methods import catalog
 from imbssl.settings import add_flags, code_hash, from_args, parse_bool
 
@@ -693,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"imbssl: error: {err}", file=sys.stderr)
         return 2
+    except Stopped:  # the training loop said where it stopped and what becomes of the job
+        return Stopped.exit_status
     report_written(args, started)
     return 0
 

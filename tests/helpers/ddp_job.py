@@ -3,10 +3,12 @@
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/ddp_job.py steps OUT
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/ddp_job.py fail OUT
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/ddp_job.py votes OUT
 
 `steps` writes OUT/steps.pt (rank 0): per method the loss of every step and the final weights,
 plus features of an odd number of images extracted by all ranks together. `fail` trains SimSiam
-with rank 1 raising an error at its third step.
+with rank 1 raising an error at its third step. `votes` runs the ranks' per-step agreement
+(`distributed.LaggedMax`) on fixed wishes and writes what each rank read.
 
 Augmentation is off (full-image crops, no flip, colour or grayscale): the views of an image are
 then the same whichever rank draws them, so 1 and 2 processes must compute the same steps.
@@ -114,6 +116,19 @@ def steps(out: Path, methods=(*METHODS, "distill")) -> dict:
             "world_size": distributed.world_size()}
 
 
+# Per step, what each rank wishes (0 nothing, 1 checkpoint, 2 stop); the last entry is settled,
+# which must also read rank 1's stop of two steps before (due right then).
+VOTES = {0: [0, 0, 1, 0, 0, 0, 0, 0, 0], 1: [0, 0, 0, 0, 0, 0, 2, 0, 0]}
+
+
+def votes(out: Path) -> None:
+    """Each rank casts its VOTES through LaggedMax (lag 2) and writes what it read back."""
+    mine = VOTES[distributed.rank()]
+    agreement = distributed.LaggedMax(torch.device("cpu"))
+    read = [agreement.cast(wish) for wish in mine[:-1]] + [agreement.settle(mine[-1])]
+    (out / f"votes{distributed.rank()}.txt").write_text(" ".join(map(str, read)))
+
+
 def main(mode: str, out: str) -> None:
     torch.set_num_threads(1)
     distributed.setup(torch.device("cpu"))
@@ -124,9 +139,12 @@ def main(mode: str, out: str) -> None:
             torch.save(result, out / "steps.pt")
     elif mode == "fail":
         train("simsiam", out, fail_on_rank=1)
+    elif mode == "votes":
+        votes(out)
     else:
         raise SystemExit(f"unknown mode {mode}")
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+

@@ -202,8 +202,14 @@ def on_gpu(command):
     """A GPU rule's shell command, run by imbssl.orchestration.launch with the rule's `launch` resource: on a
     workstation it leases the job's GPUs or GPU slots (Snakemake hands out no device ids,
     snakemake#281); with several GPUs it runs the command under torchrun (srun + torchrun across
-    SLURM nodes); under SLURM or without a GPU it leases nothing."""
-    return f"python -m imbssl.orchestration.launch {{resources.launch}} -- {command}"
+    SLURM nodes); under SLURM or without a GPU it leases nothing.
+
+    `exec`: the shell makes way for the job, so that a SIGTERM (preemption, the time
+    limit) reaches the training processes, which checkpoint at their step, and no shell
+    dies of it first (SLURM signals every process of the job step; bash would end the
+    job early)."""
+    launch = "exec python -m imbssl.orchestration.launch {resources.launch}"
+    return f"{launch} -- {command}"
 
 
 def runtime_for(epochs):

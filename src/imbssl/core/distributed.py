@@ -321,3 +321,65 @@ def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return x
+
+
+def gather_objects(obj) -> list:
+    """Every rank's `obj` (small, picklable: CPU tensors, numbers), in rank order, on every rank."""
+    if world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+class LaggedMax:
+    """The maximum over the ranks of a small integer each rank casts every step, read `lag` casts
+    later: the same answer on every rank, at the same step, without a host synchronisation per
+    step. Each cast is all-reduced on the device and copied to pinned host memory behind the
+    step's work; `lag` steps later that copy has long arrived, so reading it rarely waits (and
+    never waits for more than the GPU's lag behind the host). With one process it is the cast value.
+    """
+
+    def __init__(self, device: torch.device, lag: int = 2):
+        self.device, self.lag = device, lag
+        self.cuda = device.type == "cuda"
+        self.value = torch.zeros(1, dtype=torch.int32, device=device)
+        self.pending: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+
+    def cast(self, wish: int) -> int:
+        """Cast this step's `wish`; returns the maximum cast `lag` steps ago (0 before)."""
+        if world_size() == 1:
+            return wish
+        self._send(wish)
+        return self._read(self.pending.pop(0)) if len(self.pending) > self.lag else 0
+
+    def settle(self, wish: int) -> int:
+        """Cast `wish` and read every cast still in flight (one wait, e.g. at the end of an
+        epoch): the maximum of all of them."""
+        if world_size() == 1:
+            return wish
+        self._send(wish)
+        found = max(self._read(entry) for entry in self.pending)
+        self.pending.clear()
+        return found
+
+    def _send(self, wish: int) -> None:
+        self.value.fill_(wish)  # a kernel on the device's stream, no copy from the host
+        dist.all_reduce(self.value, op=dist.ReduceOp.MAX)
+        self.pending.append(self._to_host())
+
+    def _to_host(self) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        if not self.cuda:
+            return self.value.clone(), None  # gloo reduced it on the host already
+        host = torch.empty(1, dtype=torch.int32, pin_memory=True)  # from torch's cache of pinned blocks
+        host.copy_(self.value, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    @staticmethod
+    def _read(entry: tuple[torch.Tensor, torch.cuda.Event | None]) -> int:
+        host, done = entry
+        if done is not None:
+            done.synchronize()
+        return int(host.item())

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from imbssl import UserError
-from imbssl.core.atomic import atomic_path
+from imbssl.core.atomic import atomic_path, require_free_space
 from imbssl.data.sources import (CIFAR, Source, listing, load_cifar, load_digits, load_folder, load_image_lists,
                                  shown_path)
 
@@ -213,6 +213,7 @@ def prepare(settings: DatasetSettings, out_train: str | os.PathLike, out_test: s
         else:
             train, test, names = load_cifar(name, root)
         _check_crop(settings, train["images"].shape[1])
+        check_space(out_train.parent, len(train["images"]) + len(test["images"]), train["images"].shape[1:])
         with atomic_path(images_path(out_train)) as train_tmp, atomic_path(images_path(out_test)) as test_tmp:
             for arrays, tmp in ((train, train_tmp), (test, test_tmp)):
                 with open(tmp, "wb") as fh:
@@ -234,6 +235,10 @@ def _decode_splits(settings: DatasetSettings, out_train: Path, out_test: Path, t
     """Decode both splits into their stores; every problem of both is named in one error, and
     nothing is kept unless both decode."""
     root = Path(settings.root)
+    files = [path for path, _ in train_files + test_files]
+    shape = _first_shape(files, settings.store(), root) if files else "no images"
+    if not isinstance(shape, str):  # else none reads: the decode below says which
+        check_space(out_train.parent, len(train_files) + len(test_files), shape)
     with atomic_path(images_path(out_train)) as train_tmp, atomic_path(images_path(out_test)) as test_tmp:
         for files, tmp, split in ((train_files, train_tmp, "train"), (test_files, test_tmp, "test")):
             problems += decode_to_store([path for path, _ in files], tmp, settings.store(), root, workers,
@@ -249,6 +254,14 @@ def _decode_splits(settings: DatasetSettings, out_train: Path, out_test: Path, t
         _check_crop(settings, train_shape[0])
         labels = [np.asarray([label for _, label in files], np.int64) for files in (train_files, test_files)]
         _write_meta(settings, out_train, out_test, train_tmp, *labels, names, listed)
+
+
+def check_space(folder: Path, count: int, shape: tuple[int, ...]) -> None:
+    """Stop before decoding when the stores of `count` images of `shape` (uint8) do not fit on
+    the file system of `folder` (an ImageNet-scale store takes hundreds of GiB)."""
+    height, width, _ = shape
+    require_free_space(folder, count * int(np.prod(shape)),
+                       f"the image store ({count} images of {width}x{height} px)", "dataset.store_size")
 
 
 def _check_crop(settings: DatasetSettings, stored: int) -> None:

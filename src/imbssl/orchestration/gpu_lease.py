@@ -21,15 +21,22 @@ kill, Snakemake cancelling it), and there is no wrapper process that could die a
 devices while the job still runs on them, nor one that has to forward signals or exit codes.
 (`imbssl.orchestration.launch` leases through this module, then execs the command or torchrun.)
 
+The lease only sees jobs that lease: a program that does not (another user's notebook, a job
+started without this module) may use a leased GPU; keep GPUs away from imbssl with
+CUDA_VISIBLE_DEVICES (jobs lease among the ids it lists).
+
 It does nothing but exec the command when SLURM runs the job (SLURM_JOB_ID set: SLURM assigns the
 devices and sets CUDA_VISIBLE_DEVICES itself) or when there is no GPU.
 
 Environment:
     IMBSSL_NUM_GPUS          number of devices (tests, overrides); otherwise CUDA_VISIBLE_DEVICES
                              if set (lease among the listed ids), otherwise `nvidia-smi -L`.
-    IMBSSL_LOCK_DIR          where the lock files live (default /tmp/imbssl-gpu-locks-$USER); all
-                             jobs sharing the GPUs of one machine must use the same directory and
-                             the same number of slots per device.
+    IMBSSL_LOCK_DIR          where the lock files live (default /tmp/imbssl-gpu-locks, one folder
+                             for every user of the machine: created sticky and world-writable like
+                             /tmp, its lock files readable and writable by all whatever the umask);
+                             all jobs sharing the GPUs of one machine must use the same folder and
+                             the same number of slots per device. A private folder opts out: its
+                             jobs then share GPUs with everybody else's.
     IMBSSL_LOCK_POLL_SECONDS pause between rounds of attempts while the devices are taken (0.5).
 """
 
@@ -37,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import getpass
 import os
 import random
 import shutil
@@ -80,21 +86,65 @@ def _count_with_nvidia_smi() -> int:
 
 
 def lock_dir(env: Mapping[str, str]) -> Path:
-    default = Path(tempfile.gettempdir()) / f"imbssl-gpu-locks-{getpass.getuser()}"
-    return Path(env.get("IMBSSL_LOCK_DIR") or default)
+    """One folder for every user of the machine (not per user: two users' jobs must not both
+    lease GPU 0)."""
+    return Path(env.get("IMBSSL_LOCK_DIR") or Path(tempfile.gettempdir()) / "imbssl-gpu-locks")
+
+
+SHARED_DIR_MODE = 0o1777  # like /tmp: anyone may add a lock file, nobody may remove another's
+SHARED_FILE_MODE = 0o666
+
+
+def make_shared_dir(directory: Path) -> None:
+    """Create the lock folder so that every user can lock in it (the umask cannot narrow it);
+    a folder that exists is left as it is, and must let this user create files."""
+    if not directory.is_dir():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir()
+            os.chmod(directory, SHARED_DIR_MODE)
+        except FileExistsError:
+            pass  # another job made it meanwhile
+    if not os.access(directory, os.W_OK | os.X_OK):
+        mode = directory.stat().st_mode & 0o7777
+        raise UserError(f"cannot create GPU lock files in {directory} (mode {mode:04o}, owner uid "
+                        f"{directory.stat().st_uid}): ask its owner to `chmod 1777 {directory}`, or set "
+                        f"IMBSSL_LOCK_DIR to a folder every user of the GPUs can write")
+
+
+def _open_lock(path: Path) -> int:
+    """An fd on the lock file `path`, made readable and writable by every user if this opens it
+    first. An existing file is opened without O_CREAT: in a sticky world-writable folder Linux
+    refuses O_CREAT on another user's file (fs.protected_regular)."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # a file another user made under a narrow umask: flock needs no write access
+            return os.open(path, os.O_RDONLY)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, SHARED_FILE_MODE)
+        except FileExistsError:
+            continue  # another job created it between the two opens
+        os.fchmod(fd, SHARED_FILE_MODE)  # the umask took bits off at creation
+        return fd
 
 
 def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive flock on `path`, or None if another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
     # The holder's pid, for whoever wonders who has the device (`cat gpu0.lock`).
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # opened read-only: the lock holds all the same
     return fd
 
 
@@ -159,7 +209,7 @@ def acquire(devices: list[str], directory: Path, poll_seconds: float, gpus: int 
     if slots is not None and not 1 <= slots <= slots_per_device:
         raise UserError(f"a job asks for {slots} slots of a GPU with {slots_per_device}: use at most "
                         f"gpu_slots_per_device slots, or gpu_slots: all")
-    directory.mkdir(parents=True, exist_ok=True)
+    make_shared_dir(directory)
     announced = False
     while True:
         held = _try_once(devices, directory, gpus, slots, slots_per_device)

@@ -12,6 +12,12 @@ torchrun stops every process of the job when one fails (no restarts: Snakemake's
 SLURM's requeue rerun the job, which resumes from its checkpoint), so a crashed rank ends the job
 with its error instead of leaving the others waiting.
 
+Signals: torchrun passes SIGTERM, and here SIGUSR1 too (`PET_SIGNALS_TO_HANDLE`), on to its
+workers, which stop at an agreed step with a checkpoint; it waits `TORCH_ELASTIC_SHUTDOWN_TIMEOUT`
+seconds (120 here, torch's default 30) for them before SIGKILL. Both are read from the
+environment, so torch releases without these options ignore them (torch < 2.9 forwards SIGTERM
+only). Without torchrun the command is exec'd and gets every signal itself.
+
 Nothing here imports torch: it starts before the job's processes do.
 
 Environment:
@@ -57,6 +63,17 @@ def multinode_command(command: list[str], gpus: int, nodes: int, head: str, port
             f"--rdzv-id=imbssl-{job_id}", "--no-python", *command]
 
 
+# Environment of torchrun (its options' environment variables), unless the user set them.
+TORCHRUN_ENV = {
+    "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+    "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "120",  # seconds the workers get to write their stop checkpoint
+}
+
+
+def torchrun_environment(env: Mapping[str, str]) -> dict[str, str]:
+    return {**TORCHRUN_ENV, **env}
+
+
 def rendezvous_port(env: Mapping[str, str]) -> int:
     if env.get("IMBSSL_RDZV_PORT"):
         return int(env["IMBSSL_RDZV_PORT"])
@@ -88,10 +105,10 @@ def job_command(command: list[str], gpus: int, nodes: int, env: Mapping[str, str
                         "(snakemake --profile profiles/slurm); on one machine set nodes: 1")
     if multinode:
         argv = multinode_command(command, gpus, nodes, first_node(env), rendezvous_port(env), env["SLURM_JOB_ID"])
-        return argv, step_environment(env)
+        return argv, torchrun_environment(step_environment(env))
     if gpus == 1:
         return command, None
-    return standalone_command(command, gpus), None
+    return standalone_command(command, gpus), torchrun_environment(env)
 
 
 def main(argv: list[str] | None = None) -> int:

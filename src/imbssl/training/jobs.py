@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imbssl.core import distributed
+from imbssl.core import checkpoint, distributed
 from imbssl.core.artifacts import ModelMeta, read_subset, write_model
 from imbssl.data.augment import AugmentConfig, BatchAugment
 from imbssl.data.device import (ResidentImages, StreamedImages, choose_resident, image_source, images_bytes,
@@ -77,10 +77,15 @@ def make_monitor(data: TrainingData) -> Monitor:
                    train.num_classes, train.mean.tolist(), train.std.tolist(), data.image_size)
 
 
+NOT_THE_RUN = ("data_on_device", "device_memory_fraction", "checkpoint_every", "checkpoint_minutes", "log_every")
+
+
 def run_settings(settings: TrainSettings) -> dict:
     """The settings that make a run what it is (its checkpoint's identity): where the images
-    live changes no batch, so a run may resume resident what it began streamed."""
-    return {k: v for k, v in asdict(settings).items() if k not in ("data_on_device", "device_memory_fraction")}
+    live changes no batch, so a run may resume resident what it began streamed; when checkpoints
+    are written and the log speaks changes no weight, so a preempted run may resume with
+    checkpoint_minutes lowered."""
+    return {k: v for k, v in asdict(settings).items() if k not in NOT_THE_RUN}
 
 
 def fingerprint(*parts) -> str:
@@ -108,7 +113,7 @@ def model_meta(data: TrainingData, settings: TrainSettings, seed: int, method: s
 
 
 def save_model(module: Method, out_dir: Path, meta: ModelMeta) -> Path:
-    """Write the final model.pt atomically and drop the resume checkpoint it supersedes (rank 0;
+    """Write the final model.pt atomically and drop the resume checkpoints it supersedes (rank 0;
     the other ranks of the job wait for it)."""
     path = out_dir / "model.pt"
     if not distributed.is_main():
@@ -117,6 +122,6 @@ def save_model(module: Method, out_dir: Path, meta: ModelMeta) -> Path:
     backbone = {k: v.detach().cpu() for k, v in module.eval_backbone.state_dict().items()}
     method_state = {k: v.detach().cpu() for k, v in module.exported_state().items()}
     write_model(path, backbone, method_state, meta)
-    (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+    checkpoint.remove_generations(out_dir / "checkpoint.pt")
     distributed.barrier()
     return path

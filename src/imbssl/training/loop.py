@@ -2,15 +2,18 @@
 
 Data stays on the training device as uint8 (or streams to it); augmentations are batched tensor
 ops drawn from a generator seeded per epoch, so an interrupted run resumed from its checkpoint
-computes exactly what the uninterrupted run would have. Host synchronisation happens only every
-`log_every` steps and once per epoch.
+computes exactly what the uninterrupted run would have: from an epoch's start, or from the step
+where a mid-epoch checkpoint was taken (by wall time, or because a signal stopped the run:
+training/checkpointing.py). Host synchronisation happens only every `log_every` steps and once
+per epoch.
 
 A job on several GPUs (torchrun) runs this same loop plus a process group (core/distributed.py):
 each rank trains on its slice of the shared permutation under DistributedDataParallel, the global
 batch stays `batch_size`, metrics are averaged over the ranks and rank 0 writes every file.
 
 Read top to bottom: `train_loop` plans the schedule, prepares the module, resumes, then runs
-`run_epoch` and `end_epoch` for each epoch; `train_step` is one optimisation step.
+`run_epoch` and `end_epoch` for each epoch; `train_step` is one optimisation step. SIGTERM and
+SIGUSR1 stop the run at the end of the current step with a checkpoint (imbssl.Stopped).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from imbssl.data.device import ResidentImages, StreamedImages, as_source
 from imbssl.evaluation.features import extract_all_ranks
 from imbssl.evaluation.knn import knn_accuracy
 from imbssl.methods.registry import Method
+from imbssl.training.checkpointing import (CHECKPOINT, STOP, Checkpointer, EpochPart, ResumePoint, reseed_after,
+                                           restore_rng, resume_point)
+from imbssl.training.preemption import stop_requests
 from imbssl.training.progress import make_progress
 
 
@@ -44,6 +50,7 @@ class TrainSettings:
     epochs: int = 300
     batch_size: int = 1024
     checkpoint_every: int = 10  # epochs between resumable checkpoints
+    checkpoint_minutes: float = 30.0  # at most this long between checkpoints: one mid-epoch when due (0: epochs only)
     knn_every: int = 10  # epochs between kNN monitoring (0: only at the end)
     knn_k: int = 200
     knn_t: float = 0.1
@@ -137,7 +144,8 @@ class Schedule:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """Each epoch draws its shuffling and augmentations from its own stream: resume needs no RNG state."""
+    """Each epoch draws its shuffling and augmentations from its own stream: a resume at an
+    epoch's start needs no RNG state (one mid-epoch restores the streams' states)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:7], "little")
 
 
@@ -188,27 +196,47 @@ def prepare_module(module: Method, device: torch.device, settings: TrainSettings
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """The resumable state of a run (rank 0 only). Its own function so that tests can stop a run
-    right after a checkpoint, as a kill would."""
-    checkpoint.save(state, path)
+    """The resumable state of a run (rank 0 only), keeping the previous one as checkpoint.prev.pt.
+    Its own function so that tests can stop a run right after a checkpoint, as a kill would."""
+    checkpoint.save_generation(state, path)
 
 
 def resume(module: Method, optimizer: torch.optim.Optimizer, out_dir: Path, run_id: str,
-           device: torch.device) -> tuple[list[dict], int]:
-    """(metrics rows so far, the epoch to start from): from out_dir/checkpoint.pt when it was
-    written by a run with the same `run_id`, else from scratch."""
-    path = out_dir / "checkpoint.pt"
-    saved = checkpoint.load_if_exists(path, map_location=device)
-    rows, start_epoch = [], 0
-    if saved is not None and saved.get("run_id") == run_id:
-        module.load_state_dict(saved["module"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rows, start_epoch = saved["metrics"], saved["epoch"]
-        print(f"[imbssl] resuming {out_dir} from epoch {start_epoch}", file=sys.stderr)
-    elif saved is not None:
-        print(f"[imbssl] ignoring {path}: it was written with other settings", file=sys.stderr)
-    distributed.same_on_every_rank(start_epoch, "the epoch to resume from")
-    return rows, start_epoch
+           device: torch.device) -> ResumePoint:
+    """Where to start: from the newest readable checkpoint in out_dir (checkpoint.pt, else
+    checkpoint.prev.pt) when it was written by a run with the same `run_id`, else from scratch."""
+    loaded = checkpoint.load_newest(out_dir / "checkpoint.pt", map_location=device)
+    start = ResumePoint([])
+    if loaded is not None and loaded.state.get("run_id") == run_id:
+        module.load_state_dict(loaded.state["module"])
+        optimizer.load_state_dict(loaded.state["optimizer"])
+        start = resume_point(loaded.state, device)
+        step = f" step {start.step}" if start.step else ""
+        _say(f"resuming {out_dir} from epoch {start.epoch}{step} ({loaded.path.name})")
+        if start.part is not None and start.part.rng is None:
+            _say(f"the checkpoint was taken by {len(loaded.state['ranks'])} processes, this job has "
+                 f"{distributed.world_size()}: the rest of its epoch draws new augmentations")
+    elif loaded is not None:
+        _say(f"ignoring {loaded.path}: it was written with other settings")
+    distributed.same_on_every_rank(start.epoch, "the epoch to resume from")
+    distributed.same_on_every_rank(start.step, "the step to resume from")
+    if loaded is not None and loaded.unreadable and distributed.is_main():  # every rank has read by now
+        _set_aside(loaded)
+    return start
+
+
+def _set_aside(loaded: checkpoint.Loaded) -> None:
+    """Newer checkpoints that could not be read go out of the way (the next save would otherwise
+    keep one as the previous generation), with a warning in the log."""
+    aside = [checkpoint.set_aside(path).name for path, _ in loaded.unreadable]
+    _say(f"warning: {checkpoint.describe(loaded.unreadable)} cannot be read: resumed from the older "
+         f"{loaded.path.name} instead (moved the unreadable file to {', '.join(aside)})")
+
+
+def _say(line: str) -> None:
+    """A line in the job's log, from rank 0 (which speaks for every rank)."""
+    if distributed.is_main():
+        print(f"[imbssl] {line}", file=sys.stderr, flush=True)
 
 
 def train_loop(
@@ -226,46 +254,52 @@ def train_loop(
     source (data/device.py) that is resident or streams batches, prefetched, in the epoch's order.
 
     Resumes from out_dir/checkpoint.pt when it holds the same `run_id`; writes
-    out_dir/metrics.csv every epoch. Returns the per-epoch metrics rows.
+    out_dir/metrics.csv every epoch. Returns the per-epoch metrics rows. A SIGTERM or SIGUSR1
+    stops it after the current step with a checkpoint there (raises imbssl.Stopped).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = as_source(images)
     schedule = plan_schedule(module, len(images), settings, out_dir, stage)
     optimizer = prepare_module(module, images.device, settings, schedule)
-    rows, start_epoch = resume(module, optimizer, out_dir, run_id, images.device)
+    start = resume(module, optimizer, out_dir, run_id, images.device)
     model = distributed.wrap(module, images.device)  # DistributedDataParallel with several processes
     # e.g. imbalanced-p100/simsiam/seed0, or kmeans/seed0/cluster3 for an expert
-    progress = make_progress("/".join(out_dir.parts[-3:]), settings.epochs, schedule.steps_per_epoch, start_epoch,
+    progress = make_progress("/".join(out_dir.parts[-3:]), settings.epochs, schedule.steps_per_epoch, start.epoch,
                              schedule.batch_size)
-    for epoch in range(start_epoch, settings.epochs):
-        row = run_epoch(model, optimizer, images, augment, schedule, settings, seed, epoch, progress, out_dir)
-        rows.append(row)
-        end_epoch(module, optimizer, rows, monitor, settings, out_dir, run_id, progress)
+    rows = start.rows
+    with stop_requests() as request:
+        # save_checkpoint looked up at each call: tests wrap it to stop a run after a checkpoint
+        checkpoints = Checkpointer(module, optimizer, rows, out_dir, run_id, settings.checkpoint_minutes, request,
+                                   lambda path, state: save_checkpoint(path, state))
+        for epoch in range(start.epoch, settings.epochs):
+            part = start.part if epoch == start.epoch else None
+            row = run_epoch(model, optimizer, images, augment, schedule, settings, seed, epoch, progress, out_dir,
+                            checkpoints, part)
+            rows.append(row)
+            end_epoch(module, rows, monitor, settings, out_dir, progress, checkpoints)
     progress.close()
     return rows
 
 
 def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images, augment: Callable, schedule: Schedule,
-              settings: TrainSettings, seed: int, epoch: int, progress, out_dir: Path) -> dict:
+              settings: TrainSettings, seed: int, epoch: int, progress, out_dir: Path, checkpoints: Checkpointer,
+              part: EpochPart | None = None) -> dict:
     """One epoch: the shared permutation, this rank's share of each batch, one step per batch;
-    returns the epoch's metrics row (means over its steps and over the ranks)."""
+    returns the epoch's metrics row (means over its steps and over the ranks). With `part` (a
+    mid-epoch checkpoint's) it continues after the batches that one had done."""
     module = distributed.unwrap(model)
     module.train()
     device = images.device
-    generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-    host_generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-    torch.manual_seed(epoch_seed(seed, epoch))  # methods drawing from the global RNG (MSN's masks) too
-    order = torch.randperm(len(images), generator=generator, device=device)  # the same on every rank
-    distributed.reseed_for_rank(epoch_seed(seed, epoch), generator, host_generator)
+    order, generator, host_generator = epoch_streams(seed, epoch, len(images), device)
+    first, sums = continue_epoch(part, seed, epoch, generator, host_generator)
     rank, world = distributed.rank(), distributed.world_size()
     indices = [distributed.rank_batch(order, step, schedule.batch_size, rank, world)
-               for step in range(schedule.steps_per_epoch)]
+               for step in range(first, schedule.steps_per_epoch)]
     amp = settings.amp and device.type == "cuda"
     channels_last = settings.channels_last and device.type == "cuda"
-    sums: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
-    for step, (index, batch) in enumerate(zip(indices, images.batches(indices))):
+    for step, (index, batch) in enumerate(zip(indices, images.batches(indices)), start=first):
         global_step = epoch * schedule.steps_per_epoch + step
         lr = schedule.lr(global_step)
         set_lr(optimizer, lr)
@@ -279,36 +313,69 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images, augmen
             running = distributed.mean_over_ranks(sums["loss"]).item() / (step + 1)  # the only per-N-steps sync
             _check_finite(running, epoch, out_dir, module.section)
         progress.steps(step + 1, lr, running)  # every step: moves the bar, no sync
-    return _epoch_row(sums, epoch, lr, schedule, time.perf_counter() - started, out_dir, module.section)
+        if step + 1 < schedule.steps_per_epoch:  # the epoch's end decides after its last step
+            checkpoints.after_step(epoch, step + 1, sums, (generator, host_generator))
+    seconds = time.perf_counter() - started
+    return _epoch_row(sums, epoch, lr, schedule, schedule.steps_per_epoch - first, seconds, out_dir,
+                      module.section)
 
 
-def _epoch_row(sums: dict[str, torch.Tensor], epoch: int, lr: float, schedule: Schedule, seconds: float,
-               out_dir: Path, section: str) -> dict:
+def epoch_streams(seed: int, epoch: int, n: int, device: torch.device):
+    """(the epoch's permutation of the n images, the same on every rank; this rank's device and
+    host generators of augmentations), with the global RNG seeded for the epoch too."""
+    generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+    host_generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    torch.manual_seed(epoch_seed(seed, epoch))  # methods drawing from the global RNG (MSN's masks) too
+    order = torch.randperm(n, generator=generator, device=device)  # the same on every rank
+    distributed.reseed_for_rank(epoch_seed(seed, epoch), generator, host_generator)
+    return order, generator, host_generator
+
+
+def continue_epoch(part: EpochPart | None, seed: int, epoch: int, generator: torch.Generator,
+                   host_generator: torch.Generator) -> tuple[int, dict[str, torch.Tensor]]:
+    """(the first step to run, the metric sums so far): (0, {}) at an epoch's start; after a
+    mid-epoch checkpoint, its step and sums, with the random streams where it left them."""
+    if part is None:
+        return 0, {}
+    step = part.step
+    if part.rng is not None:
+        restore_rng(part.rng, generator, host_generator)
+    else:
+        reseed_after(seed, epoch, step, generator, host_generator)
+    return step, dict(part.sums)
+
+
+def _epoch_row(sums: dict[str, torch.Tensor], epoch: int, lr: float, schedule: Schedule, steps_run: int,
+               seconds: float, out_dir: Path, section: str) -> dict:
     row = {"epoch": epoch + 1, "lr": lr, "steps": (epoch + 1) * schedule.steps_per_epoch}
     means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) / schedule.steps_per_epoch
     row.update(zip(sums, means.tolist()))
     _check_finite(row["loss"], epoch, out_dir, section)
-    row["images_per_s"] = schedule.steps_per_epoch * schedule.batch_size / seconds
+    row["images_per_s"] = steps_run * schedule.batch_size / seconds  # the steps this process ran
     row["seconds"] = seconds
     return row
 
 
-def end_epoch(module: Method, optimizer: torch.optim.Optimizer, rows: list[dict], monitor: Monitor | None,
-              settings: TrainSettings, out_dir: Path, run_id: str, progress) -> None:
+def end_epoch(module: Method, rows: list[dict], monitor: Monitor | None, settings: TrainSettings, out_dir: Path,
+              progress, checkpoints: Checkpointer) -> None:
     """After an epoch: kNN monitoring when due, the progress line, metrics.csv, and a checkpoint
-    every `checkpoint_every` epochs (not after the last: model.pt follows)."""
+    every `checkpoint_every` epochs, when `checkpoint_minutes` have passed or when a signal asks to
+    stop (then the run stops here); none after the last epoch: model.pt follows."""
     row, epoch = rows[-1], rows[-1]["epoch"]
     last = epoch == settings.epochs
     if monitor is not None and (last or (settings.knn_every and epoch % settings.knn_every == 0)):
         row["knn_top1"] = monitor_knn(module.eval_backbone, monitor, settings)
     progress.epoch(row)
     _warn_on_collapse(rows, module.section)
-    if not distributed.is_main():
-        return
-    write_metrics(out_dir / "metrics.csv", rows)
-    if not last and settings.checkpoint_every and epoch % settings.checkpoint_every == 0:
-        save_checkpoint(out_dir / "checkpoint.pt", {"run_id": run_id, "epoch": epoch, "module": module.state_dict(),
-                                                    "optimizer": optimizer.state_dict(), "metrics": rows})
+    if distributed.is_main():
+        write_metrics(out_dir / "metrics.csv", rows)
+    if last:
+        return  # a stop asked now costs nothing to honour later: model.pt is a moment away
+    decision = checkpoints.at_epoch_end()  # the same on every rank
+    if decision >= CHECKPOINT or (settings.checkpoint_every and epoch % settings.checkpoint_every == 0):
+        checkpoints.save(epoch)
+    if decision == STOP:
+        checkpoints.stop(epoch, 0)
 
 
 def _warn_on_collapse(rows: list[dict], section: str) -> None:
