@@ -378,7 +378,7 @@ def test_budget_mismatch_can_be_allowed(workdir):
 
 def test_msn_pretrain_uses_its_own_model_section_and_no_prior_flag(workdir):
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "results/pretrain/imbalanced-p10/pmsn/seed0/model.pt",
+        [sys.executable, "-m", "snakemake", "results/pretrain/imbalanced-p100/pmsn/seed0/model.pt",
          "-n", "-p", "--configfile", "config/demo.yaml"],
         cwd=workdir, capture_output=True, text=True, timeout=120,
     )
@@ -392,7 +392,7 @@ def test_msn_pretrain_uses_its_own_model_section_and_no_prior_flag(workdir):
 def test_pretrain_command_carries_its_config_slices_as_flags(workdir):
     """config key -> rule params -> CLI flag of the same name, and only the rule's own slices."""
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "results/pretrain/imbalanced-p10/simclr/seed1/model.pt",
+        [sys.executable, "-m", "snakemake", "results/pretrain/imbalanced-p100/simclr/seed1/model.pt",
          "-n", "-p", "--configfile", "config/demo.yaml"],
         cwd=workdir, capture_output=True, text=True, timeout=120,
     )
@@ -539,6 +539,7 @@ def test_plan_error_checks_emptied_classes_where_the_train_counts_are_known():
                               "leaves 5 of 10 classes with 0 images") and "at most 5000 " in message
     # Other datasets' counts are only known to the subsets job, which reports the same.
     config["dataset"]["name"] = "folder"
+    config["dataset"]["store_size"] = 32  # stored square, as the default test transform needs
     assert plan_error(config) is None
 
 

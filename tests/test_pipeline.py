@@ -395,7 +395,7 @@ def hashed_by(job: PlannedJob) -> set[str]:
     from imbssl.settings import hashed_modules
 
     entries = [COMMANDS[job.command].module]
-    if job.command == "pretrain":
+    if job.command in ("pretrain", "prototype-usage"):  # the rules that add the method's module
         entries.append(f"imbssl.methods.{catalog.METHODS[job.method].module}")
     return set(hashed_modules(*entries))
 
@@ -490,9 +490,9 @@ def test_report_holds_every_table_and_figure(demo):
     for category in ("Experiment I", "Experiment II", "Hidden uniform prior", "Per class", "Training curves"):
         assert f'"{category}"' in html, category
     # The first page describes the run from the results' provenance (the demo's, not config.yaml's).
-    for words in ("The run shown here", "from the provenance of its 24 result files", "digits: 10 classes",
+    for words in ("The run shown here", "from the provenance of its 29 result files", "digits: 10 classes",
                   "ResNet-10 (width 8), 12 epochs, batch 128", "vit_mini, 12 epochs, batch 128, 64 prototypes",
-                  "imbalance factors 10, 100", "distilled for 3 epochs from a base model and 2 experts (k = 2)"):
+                  "imbalance factor 100", "distilled for 3 epochs from a base model and 2 experts (k = 2)"):
         assert words in html, words
 
 

@@ -175,15 +175,16 @@ def _args_evaluate(p, argv):
     from imbssl.evaluation.linear import EvalSettings
 
     p.add_argument("--model", required=True, help="model.pt of a pretrain or distill job")
-    p.add_argument("--train-data", required=True)
-    p.add_argument("--test-data", required=True)
+    p.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
+    p.add_argument("--test-data", required=True, help="test split .npz (top-1 and kNN accuracy)")
     p.add_argument("--eval-subset", required=True, help="balanced subset CSV the linear classifier trains on")
     p.add_argument("--pretrain-subset", required=True, help="subset CSV the model was pretrained on (for N)")
-    p.add_argument("--subset-name", required=True)
+    p.add_argument("--subset-name", required=True, help="the pretraining subset's name, recorded in the result")
     p.add_argument("--method-name", required=True, help="the method's label in tables")
     p.add_argument("--dataset-name", default=None,
                    help="the dataset's name (config dataset.name), recorded in the result's provenance for reports")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the linear probe's seed (the run's seed, recorded in the result)")
     p.add_argument("--out", required=True, help="the result JSON")
     add_flags(p, EvalSettings, "evaluation (config section `evaluation`)")
 
@@ -201,10 +202,10 @@ def _cmd_evaluate(args):
 def _args_features(p, argv):
     from imbssl.evaluation.features import FeatureOutput, FeatureSettings
 
-    p.add_argument("--model", required=True)
-    p.add_argument("--train-data", required=True)
-    p.add_argument("--subset", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--model", required=True, help="model.pt whose features to compute (the base model)")
+    p.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
+    p.add_argument("--subset", required=True, help="subset CSV of the images to compute features of")
+    p.add_argument("--out", required=True, help="features.pt: the features and each row's train-split index")
     add_flags(p, FeatureSettings, "features")
     add_flags(p, FeatureOutput, "what k-means sees (clustering.features)")
 
@@ -217,17 +218,18 @@ def _cmd_features(args):
 
 
 def _partition_args(p):
-    p.add_argument("--subset", required=True)
+    p.add_argument("--subset", required=True, help="subset CSV of the images to partition")
     p.add_argument("--train-data", required=True, help="prepared train split (class names of the cluster x class table)")
-    p.add_argument("--subset-name", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--subset-name", required=True, help="the subset's name, recorded in summary.json")
+    p.add_argument("--seed", type=int, default=0, help="seed of the partition, recorded in summary.json")
+    p.add_argument("--out-dir", required=True,
+                   help="writes assignments.csv, cluster{j}.csv, contingency.csv, summary.json (k-means: pca.csv)")
 
 
 def _args_cluster(p, argv):
     from imbssl.clustering.kmeans import KMeansSettings
 
-    p.add_argument("--features", required=True)
+    p.add_argument("--features", required=True, help="features.pt from the features command")
     _partition_args(p)
     add_flags(p, KMeansSettings, "k-means (config section `clustering`)")
 
@@ -252,13 +254,13 @@ def _cmd_partition_random(args):
 
 
 def _args_prototype_usage(p, argv):
-    p.add_argument("--model", required=True)
-    p.add_argument("--train-data", required=True)
-    p.add_argument("--subset", required=True)
+    p.add_argument("--model", required=True, help="model.pt of a pretrain job of a method with prototypes")
+    p.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
+    p.add_argument("--subset", required=True, help="subset CSV of the images to measure the usage on")
     p.add_argument("--subset-name", default="", help="the subset's name, recorded in the file")
     p.add_argument("--seed", type=int, default=0, help="the model's training seed, recorded in the file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="the prototype-usage JSON")
+    p.add_argument("--device", default="auto", help="torch device (auto: the GPU when one is visible, else the CPU)")
     _add_method_flags(p, argv, [name for name, info in catalog.METHODS.items() if info.prototypes])
 
 
@@ -274,12 +276,12 @@ def _args_cluster_sizes(p, argv):
     from imbssl.clustering.prior import PriorClusterSettings
 
     p.add_argument("--model", required=True, help="model.pt of a pretrain job")
-    p.add_argument("--train-data", required=True)
+    p.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
     p.add_argument("--subset", required=True, help="the subset CSV the model was pretrained on")
-    p.add_argument("--subset-name", required=True)
+    p.add_argument("--subset-name", required=True, help="the subset's name, recorded in the file")
     p.add_argument("--method", required=True, help="the model's method (config name), recorded in the file")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (the model's training seed)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the cluster-sizes JSON")
     add_flags(p, PriorClusterSettings, "k-means of the prior measurement (config section `prior_clusters`)")
     from imbssl.evaluation.features import FeatureSettings
 
@@ -305,12 +307,12 @@ def _table_files(p):
 
 
 def _table_outputs(p):
-    p.add_argument("--title", default="")
+    p.add_argument("--title", default="", help="the table's title, its first paragraph (empty: none)")
     _table_files(p)
 
 
 def _args_table(p, argv):
-    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--results", nargs="+", required=True, help="result JSONs (the evaluate rule's)")
     p.add_argument("--methods", nargs="+", required=True, help="display names, in column order")
     p.add_argument("--difference", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="paired difference A - B of two methods on each subset (repeatable)")
@@ -329,7 +331,8 @@ def _cmd_table(args):
 
 
 def _args_cluster_table(p, argv):
-    p.add_argument("--summaries", nargs="+", required=True)
+    p.add_argument("--summaries", nargs="+", required=True,
+                   help="summary.json of each partition (cluster, partition-random)")
     p.add_argument("--expert-metrics", nargs="+", default=[],
                    help="the experts' metrics.csv, partition by partition in --summaries order, cluster 0 first")
     p.add_argument("--min-expert-steps", type=int, default=50, help="warn about experts that took fewer optimizer steps")
@@ -382,13 +385,13 @@ def _cmd_per_class_table(args):
 def _figure_outputs(p):
     from imbssl.reporting.plotting import PlotSettings
 
-    p.add_argument("--title", default="")
+    p.add_argument("--title", default="", help="title above the figure, for figures that take one (empty: none)")
     p.add_argument("--out", nargs="+", required=True, help="one file per format (.png, .pdf, .svg)")
     add_flags(p, PlotSettings, "plot (config section `plots`)")
 
 
 def _args_figure_subsets(p, argv):
-    p.add_argument("--subsets", nargs="+", required=True)
+    p.add_argument("--subsets", nargs="+", required=True, help="subset CSVs, one line of the figure each")
     p.add_argument("--train-data", required=True, help="prepared train split (its class names label the axis)")
     _figure_outputs(p)
 
@@ -401,9 +404,9 @@ def _cmd_figure_subsets(args):
 
 
 def _args_figure_clusters(p, argv):
-    p.add_argument("--pca", required=True)
-    p.add_argument("--contingency", required=True)
-    p.add_argument("--summary", default=None)
+    p.add_argument("--pca", required=True, help="pca.csv of a k-means partition (2-D projection of the features)")
+    p.add_argument("--contingency", required=True, help="contingency.csv of that partition (cluster x class counts)")
+    p.add_argument("--summary", default=None, help="its summary.json: the title then reports the subset, NMI and ARI")
     _figure_outputs(p)
 
 

@@ -64,7 +64,16 @@ def choices_of(kind: Any) -> tuple | None:
 
 def field_comments(cls: type) -> dict[str, str]:
     """Each field's comment in the dataclass's source: the one on its line, or the comment lines
-    right above it (the help text of its flag)."""
+    right above it (the help text of its flag). Base classes are read first, so an inherited field
+    keeps its base's comment unless the subclass gives it a comment of its own."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        comments.update({name: text for name, text in _own_field_comments(klass).items() if text})
+    return comments
+
+
+def _own_field_comments(cls: type) -> dict[str, str]:
+    """`field_comments` of the fields written in `cls`'s own source (its bases not read)."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):

@@ -60,7 +60,8 @@ rule prototype_usage:
         # The settings the model was trained with (the prototypes' shapes), and where to run.
         settings=lambda wildcards: cli_flags(method_settings(wildcards.method)),
         device=cli_flags({"device": config["pretrain"]["device"]}),
-        code=command_code_hash("prototype-usage"),
+        # the method's module too: its prototype_scores say which prototype an image uses
+        code=lambda wildcards: command_code_hash("prototype-usage", wildcards.method),
     shell:
         on_gpu(
             "imbssl prototype-usage --method {wildcards.method} --model {input.model}"

@@ -49,27 +49,27 @@ PAPER_EPOCHS, BASE_EPOCHS, EXPERT_EPOCHS, DISTILL_EPOCHS = 300, 40, 180, 80
 
 @dataclass
 class BenchSettings:
-    methods: list[str] = field(default_factory=lambda: ["simsiam", "simclr"])
-    arch: str = "resnet18"
-    width: int = 64
-    image_size: int = 32
-    batch_size: int = 1024
-    num_images: int = 20480
-    warmup_steps: int = 15
-    window_steps: int = 10
-    windows: int = 5
+    methods: list[str] = field(default_factory=lambda: ["simsiam", "simclr"])  # methods whose training is timed
+    arch: str = "resnet18"  # backbone of the timed model
+    width: int = 64  # channels of the ResNet's first stage
+    image_size: int = 32  # side of the synthetic images, in px
+    batch_size: int = 1024  # images per training step (global with --gpus)
+    num_images: int = 20480  # synthetic images that batches are drawn from
+    warmup_steps: int = 15  # untimed steps before the timed windows
+    window_steps: int = 10  # training steps per timed window
+    windows: int = 5  # timed windows (the figures are their median)
     workers: int = 8  # DataLoader worker processes of the reference pipeline
-    reference: bool = True
+    reference: bool = True  # also time the reference pipeline (torchvision per image, DataLoader workers)
     compile: str = "auto"  # the engine's torch.compile setting (auto: on for CUDA)
     compare_compile: bool = False  # also time the engine with compile off
-    kmeans_points: int = 100000
-    kmeans_dim: int = 2048
-    kmeans_ks: list[int] = field(default_factory=lambda: [5, 100])
-    kmeans_n_init: int = 10
-    linear_epochs: int = 100
+    kmeans_points: int = 100000  # points of the synthetic k-means problem
+    kmeans_dim: int = 2048  # dimension of those points
+    kmeans_ks: list[int] = field(default_factory=lambda: [5, 100])  # numbers of clusters timed
+    kmeans_n_init: int = 10  # k-means restarts of each timed run
+    linear_epochs: int = 100  # epochs of the timed linear evaluation
     linear_points: int = 20431  # balanced-p10's size
     linear_augment: bool = True  # also time the augmented (reference) protocol
-    device: str = "auto"
+    device: str = "auto"  # torch device (auto: the GPU when one is visible, else the CPU)
     gpus: int = 1  # > 1: also the engine as one job on this many processes (one per GPU)
 
 

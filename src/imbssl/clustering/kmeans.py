@@ -23,10 +23,10 @@ BACKENDS, NORMALIZE = get_args(Backend), get_args(Normalize)
 class KMeansSettings:
     """The `clustering` config keys the cluster rule passes (k, backend and k-means' own knobs)."""
 
-    k: int = 5
-    backend: Backend = "auto"
+    k: int = 5  # number of clusters
+    backend: Backend = "auto"  # k-means implementation (auto: cuML where it runs, else torch on a GPU, else sklearn)
     n_init: int = 10  # k-means restarts; the run with the lowest inertia wins
-    max_iter: int = 300
+    max_iter: int = 300  # at most this many iterations per k-means run
     # none: k-means on the raw backbone features (the paper says only "k-means" with scikit-learn);
     # l2: on L2-normalised features, k-means on the unit sphere (the assignments use cosine
     # similarity up to the centroids' norms, which are not re-normalised).

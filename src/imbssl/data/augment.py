@@ -55,22 +55,22 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # ColorJitter's op ids
 class AugmentConfig:
     """Augmentation settings; defaults are the SwAV/SimSiam CIFAR recipe."""
 
-    crop_min_scale: float = 0.2
-    crop_max_scale: float = 1.0
-    crop_min_ratio: float = 3 / 4
-    crop_max_ratio: float = 4 / 3
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale_p: float = 0.2
+    crop_min_scale: float = 0.2  # smallest random crop, as a share of the image's area
+    crop_max_scale: float = 1.0  # largest random crop, as a share of the image's area
+    crop_min_ratio: float = 3 / 4  # smallest width / height of a random crop
+    crop_max_ratio: float = 4 / 3  # largest width / height of a random crop
+    flip_p: float = 0.5  # probability of a horizontal flip
+    jitter_p: float = 0.8  # probability of the colour jitter (brightness, contrast, saturation, hue)
+    brightness: float = 0.4  # jitter brightness factor drawn from [max(0, 1 - v), 1 + v]
+    contrast: float = 0.4  # jitter contrast factor drawn from [max(0, 1 - v), 1 + v]
+    saturation: float = 0.4  # jitter saturation factor drawn from [max(0, 1 - v), 1 + v]
+    hue: float = 0.1  # jitter hue shift drawn from [-v, v] (in turns of the colour wheel)
+    grayscale_p: float = 0.2  # probability of converting a view to grayscale
     # Per view, view v uses blur_p[v % len(blur_p)]; [0.0] = off (the SimSiam CIFAR recipe has no blur).
     blur_p: list[float] = field(default_factory=lambda: [0.0])
     blur_kernel: int = 0  # odd kernel size in px; 0 = image_size // 20 * 2 + 1 (PatrickHua/SimSiam's rule)
     blur_sigma_min: float = 0.1  # torchvision's GaussianBlur sigma=(0.1, 2.0), SimCLR's and BYOL's range
-    blur_sigma_max: float = 2.0
+    blur_sigma_max: float = 2.0  # largest blur standard deviation in px (sigma uniform in [min, max])
     solarize_p: list[float] = field(default_factory=lambda: [0.0])  # per view, as blur_p; [0.0] = off
     solarize_threshold: float = 0.5  # on [0, 1]: torchvision's RandomSolarize(128) on uint8, BYOL's 0.5
 

@@ -183,7 +183,7 @@ def images_path(split_npz: str | os.PathLike) -> Path:
 class DatasetSettings:
     """The `dataset` config section (the prepare-data rule's params)."""
 
-    name: Source = "cifar10"
+    name: Source = "cifar10"  # the dataset source: cifar10, cifar100, an image folder, image lists or sklearn digits
     root: str = "data/cifar10"  # cifar: downloaded here if missing; folder: root/{train,test}/<class>/*
     image_size: int | None = None  # training/evaluation crop; null: the stored size
     store_size: int | None = None  # shorter side of the stored images (then centre-cropped)

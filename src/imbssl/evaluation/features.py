@@ -60,7 +60,7 @@ class FeatureSettings:
     """What the features rule takes from the config (`evaluation.batch_size_features`, `pretrain.device`)."""
 
     batch_size_features: int = 1024  # images per forward pass (no gradients: large batches are fine)
-    device: str = "auto"
+    device: str = "auto"  # torch device (auto: the GPU when one is visible, else the CPU)
 
 
 @dataclass

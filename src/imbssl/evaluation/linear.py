@@ -44,10 +44,10 @@ class EvalSettings:
     # bank): resize_crop = the reference's bicubic resize to int(size x 8/7), then the centre crop
     # (PatrickHua/SimSiam augmentations/eval_aug.py:15-21); none = the centre crop of the stored images.
     test_transform: Literal["none", "resize_crop"] = "resize_crop"
-    knn_k: int = 200
-    knn_t: float = 0.1
-    batch_size_features: int = 1024
-    device: str = "auto"
+    knn_k: int = 200  # neighbours that vote in the kNN accuracy
+    knn_t: float = 0.1  # kNN temperature: a neighbour votes with weight exp(similarity / knn_t)
+    batch_size_features: int = 1024  # images per forward pass when computing features
+    device: str = "auto"  # torch device (auto: the GPU when one is visible, else the CPU)
 
 
 def _prepare(features: torch.Tensor, norm: str) -> torch.Tensor:

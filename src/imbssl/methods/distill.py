@@ -36,12 +36,12 @@ class DistillConfig(MethodConfig):
     cosine) and, like SimSiam in PatrickHua/SimSiam, 10 warm-up epochs.
     """
 
-    optimizer: Optimizer = "sgd"
+    optimizer: Optimizer = "sgd"  # SimSiam's (paper, Table 1)
     base_lr: float = 0.03  # scaled by batch_size / 256
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
-    warmup_epochs: int = 10
-    head_hidden_dim: int = 512
+    weight_decay: float = 1e-5  # SimSiam's (paper, Table 1)
+    momentum: float = 0.9  # SimSiam's (PatrickHua/SimSiam configs/simsiam_cifar.yaml)
+    warmup_epochs: int = 10  # SimSiam's in PatrickHua/SimSiam: linear warm-up of the learning rate
+    head_hidden_dim: int = 512  # hidden width of each regression head (Linear-ReLU-Linear)
     init: Literal["base", "scratch"] = "base"  # base: the student starts as a copy of the base backbone
     # q of eq. 2 ("output of SimSiam", the paper is silent on which): the teachers' backbone outputs,
     # or their projector outputs (the heads then map the student's backbone output to that width)

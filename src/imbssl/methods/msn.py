@@ -42,10 +42,10 @@ class MSNConfig(MethodConfig):
     warmup_epochs: int = 15  # facebookresearch/msn configs/pretrain/msn_vits16.yaml (warmup: 15)
     clip_grad: float = 3.0  # max L2 norm of the encoder's gradients (MSN's clip_grad; 0 disables)
     decay_prototypes: bool = False  # MSN keeps its prototypes out of weight decay
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 256
-    num_prototypes: int = 1024
-    anchor_temperature: float = 0.1
+    proj_hidden_dim: int = 2048  # width of the projector's two hidden layers
+    proj_dim: int = 256  # projector output dimension, also the prototypes' dimension
+    num_prototypes: int = 1024  # K: the number of learnable prototypes
+    anchor_temperature: float = 0.1  # softmax temperature of the anchor's assignment to the prototypes
     target_temperature: float = 0.025  # 0.1 x MSN's sharpening exponent 0.25
     sinkhorn_iters: int = 3  # 0 disables the balancing of the targets
     mask_ratio: float = 0.15  # share of patches dropped from the anchor (ViT only)

@@ -25,10 +25,10 @@ Optimizer = Literal["sgd", "lars", "adamw"]  # core/optim.py builds each
 class MethodConfig:
     """Optimizer settings every method has; subclasses add their heads' sizes and loss settings."""
 
-    optimizer: Optimizer = "sgd"
+    optimizer: Optimizer = "sgd"  # sgd | lars | adamw (core/optim.py)
     base_lr: float = 0.03  # scaled by batch_size / 256
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
+    weight_decay: float = 1e-5  # weight decay coefficient (decoupled from the gradient in adamw)
+    momentum: float = 0.9  # momentum of sgd and lars (unused by adamw)
     warmup_epochs: int = 0  # linear warm-up of the learning rate, then the cosine schedule
 
     def optimizer_options(self) -> dict:

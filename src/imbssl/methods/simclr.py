@@ -31,7 +31,7 @@ class SimCLRConfig(LARSMethodConfig):
     # The reference's projection_MLP (PatrickHua/SimSiam models/simclr.py:33-44): hidden = in_dim =
     # 512, out 256, no BatchNorm (the paper is silent on the head).
     proj_hidden_dim: int = 512
-    proj_dim: int = 256
+    proj_dim: int = 256  # projector output dimension, where the contrastive loss is computed
     proj_bn: bool = False  # BatchNorm after the hidden layer (not in the reference head)
     temperature: float = 0.5  # PatrickHua/SimSiam models/simclr.py:6 (NT_XentLoss default)
 

@@ -18,8 +18,8 @@ class SimSiamConfig(MethodConfig):
     weight_decay: float = 1e-5  # paper, Table 1 (PatrickHua/SimSiam's CIFAR config: 5e-4)
     momentum: float = 0.9  # PatrickHua/SimSiam configs/simsiam_cifar.yaml
     warmup_epochs: int = 10  # PatrickHua/SimSiam configs/simsiam_cifar.yaml (the paper says only "cosine")
-    proj_dim: int = 2048
-    pred_hidden_dim: int = 512
+    proj_dim: int = 2048  # width of the projector's hidden and output layers (the predictor's input and output)
+    pred_hidden_dim: int = 512  # bottleneck width of the predictor
     # The predictor's lr stays at base_lr x batch/256 for the whole run, warm-up included, as in
     # PatrickHua/SimSiam (main.py: constant_predictor_lr=True; SimSiam paper, end of Section 4.2).
     fix_pred_lr: bool = True

@@ -24,9 +24,9 @@ class ModelConfig:
     """The backbone: `arch` (resnet18, resnet10, resnet50, a ViT), for ResNets the first-stage
     width and the stem (auto: CIFAR's below 64 px, ImageNet's from 64 px)."""
 
-    arch: Arch = "resnet18"
-    width: int = 64
-    stem: Stem = "auto"
+    arch: Arch = "resnet18"  # the backbone network
+    width: int = 64  # channels of a ResNet's first stage, doubled at each later stage (ignored by ViTs)
+    stem: Stem = "auto"  # ResNet stem: cifar (3x3 conv), imagenet (7x7 conv + max-pool); auto: cifar below 64 px
 
 
 def build_backbone(arch: str = "resnet18", width: int = 64, image_size: int = 32, stem: str = "auto") -> nn.Module:

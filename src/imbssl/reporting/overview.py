@@ -235,7 +235,7 @@ def _subsets(results: Sequence[EvalResult]) -> str:
                       if re.fullmatch(r"p\d+", factor)})
     text = ", ".join(parts)
     if factors:
-        text += "; imbalance factors " + ", ".join(map(str, factors))
+        text += "; imbalance factor" + ("s " if len(factors) > 1 else " ") + ", ".join(map(str, factors))
     return text
 
 

@@ -18,10 +18,10 @@ from imbssl.core.atomic import atomic_path
 class PlotSettings:
     """Figure style. Output formats are chosen by the output paths' suffixes (.png, .pdf, .svg)."""
 
-    dpi: int = 200
+    dpi: int = 200  # resolution of raster outputs (.png), in dots per inch
     width: float = 6.0  # inches
     height: float = 3.5  # inches
-    font_size: float = 9.0
+    font_size: float = 9.0  # points
     style: str = "default"  # a name from matplotlib.style.available
     log_y: bool = False  # logarithmic image-count axis in Figure 1
 

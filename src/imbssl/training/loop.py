@@ -47,17 +47,17 @@ from imbssl.training.progress import make_progress
 class TrainSettings:
     """The `pretrain` config section: the loop's settings, shared by every training job."""
 
-    epochs: int = 300
-    batch_size: int = 1024
+    epochs: int = 300  # passes over the training subset
+    batch_size: int = 1024  # images per optimizer step, over all GPUs
     checkpoint_every: int = 10  # epochs between resumable checkpoints
     checkpoint_minutes: float = 30.0  # at most this long between checkpoints: one mid-epoch when due (0: epochs only)
     knn_every: int = 10  # epochs between kNN monitoring (0: only at the end)
-    knn_k: int = 200
-    knn_t: float = 0.1
+    knn_k: int = 200  # neighbours that vote in the kNN monitor
+    knn_t: float = 0.1  # kNN monitor temperature: a neighbour votes with weight exp(similarity / knn_t)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: Literal["auto", "on", "off"] = "auto"  # torch.compile the backbone (auto: on CUDA only)
     channels_last: bool = True  # NHWC activations on CUDA (ignored on CPU)
-    device: str = "auto"
+    device: str = "auto"  # torch device to train on (auto: the GPU when one is visible, else the CPU)
     log_every: int = 50  # steps between running-loss updates of the progress bar (each one syncs the host)
     # The whole subset on the device (true), streamed from the store (false), or by size (auto).
     data_on_device: Literal["auto", "true", "false"] = "auto"
