@@ -403,7 +403,7 @@ def test_pretrain_command_carries_its_config_slices_as_flags(workdir):
     assert f"--arch {demo['model']['arch']} --width {demo['model']['width']}" in command
     assert "--optimizer lars --base-lr 0.3" in command and "--temperature 0.5" in command
     assert "--proj-hidden-dim" in command and "--pred-hidden-dim" not in command  # simsiam's stay out
-    assert "--seed 1" in command and "--subset results/subsets/imbalanced-p10.csv" in command
+    assert "--seed 1" in command and "--subset results/subsets/imbalanced-p100.csv" in command
     assert "--eval" not in command and "--dpi" not in command  # other stages' settings stay out
 
 
