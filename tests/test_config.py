@@ -257,7 +257,7 @@ def expected_plan(subsets: int, clustered: int, k: int, methods: int = len(catal
     prior_subsets = subsets - 1
     swept = {"imbalance_table2": 1, "imbalance_table4": 1} if (subsets - 1) // 2 >= 2 else {}
     return swept | {
-        "prepare_data": 1, "subsets": 1, "pretrain": subsets * methods, "evaluate": subsets * methods + 2 * clustered,
+        "prepare_data": 1, "subsets": subsets, "pretrain": subsets * methods, "evaluate": subsets * methods + 2 * clustered,
         "base": clustered, "features": clustered, "cluster": clustered, "partition_random": clustered,
         "expert": 2 * k * clustered, "distill": 2 * clustered, "prototype_usage": prior_subsets * prototype_methods,
         "cluster_sizes": prior_subsets * methods, "prior_table": 1, "prior_figure": 1,
@@ -279,7 +279,7 @@ def test_demo_config_plans_every_experiment_small(workdir):
     assert result.returncode == 0, result.stderr
     # 3 subsets (p = 100) x 9 methods; Experiment II on imbalanced-p100 with k = 2.
     assert job_counts(result.stdout) == expected_plan(subsets=3, clustered=1, k=2)
-    assert sum(expected_plan(subsets=3, clustered=1, k=2).values()) == 116  # + `all`: the 117 of the README
+    assert sum(expected_plan(subsets=3, clustered=1, k=2).values()) == 118  # + `all`: the 119 of the README
 
 
 def planned_jobs(workdir: Path, *args: str) -> list[dict[str, object]]:

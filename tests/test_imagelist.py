@@ -221,13 +221,20 @@ def test_the_imagenet_lt_preset_plans_every_experiment(tmp_path):
               if len(parts) == 2 and parts[1].isdigit()}
     preset = yaml.safe_load((REPO / "config/imagenet-lt.yaml").read_text())
     k = yaml.safe_load((REPO / "config.yaml").read_text())["clustering"]["k"]
-    methods, subsets = 4, 3  # simsiam, simclr, msn, pmsn on imbalanced-given, balanced-given, full
+    from imbssl.methods import catalog
+
+    # every method of config.yaml on imbalanced-given, balanced-given, full; the prior measured on
+    # the first two (the prototype usage of the methods with prototypes there)
+    methods = yaml.safe_load((REPO / "config.yaml").read_text())["methods"]
+    subsets, prototype_methods = 3, len(catalog.prototype_methods(methods))
+    methods = len(methods)
     assert preset["clustering"]["subsets"] == ["imbalanced-given"]
-    expected = {"prepare_data": 1, "subsets": 1, "pretrain": methods * subsets,
+    expected = {"prepare_data": 1, "subsets": subsets, "pretrain": methods * subsets,
                 # every model once, plus the two students of Experiment II on imbalanced-given
                 "evaluate": methods * subsets + 2,
                 "base": 1, "features": 1, "cluster": 1, "partition_random": 1, "expert": 2 * k, "distill": 2,
-                "prototype_usage": 2, "training_curves": subsets, "stage_curves": 1}
+                "prototype_usage": 2 * prototype_methods, "cluster_sizes": 2 * methods,
+                "training_curves": subsets, "stage_curves": 1}
     assert {rule: counts.get(rule) for rule in expected} == expected
     # No balanced twin without the extra list: the preset stops before any job, naming the fix.
     (lists / "ImageNet_train_full.txt").unlink()

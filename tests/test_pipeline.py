@@ -345,6 +345,19 @@ def test_the_test_view_reruns_evaluations_and_tables_only(demo):
     assert planned(demo, "--config", "evaluation={test_transform: none}") == {"evaluate": EVALUATED, **ALL_VIEWS}
 
 
+def test_an_added_imbalance_factor_trains_its_new_subsets_only(demo):
+    """p = 10 beside the demo's p = 100: its two subsets are drawn and every method trains and is
+    measured on them; nothing that ran reruns (each subset is its own job, drawn from its own
+    stream), only the views that now show the new rows, and the accuracy-against-imbalance figures
+    that two factors make possible."""
+    new = 2  # imbalanced-p10, balanced-p10
+    counts = planned(demo, "--config", "subsets={imbalance_factors: [10, 100]}")
+    assert counts == {"subsets": new, "pretrain": new * len(METHODS), "evaluate": new * len(METHODS),
+                      "cluster_sizes": new * len(METHODS), "prototype_usage": new * len(PROTOTYPE_METHODS),
+                      "training_curves": new, **EXPERIMENT_I_VIEWS, **PRIOR_VIEWS, **PER_CLASS, **PRIOR_MEASURED,
+                      "figure1": 1, "figure4": 1, "imbalance_table2": 1, "imbalance_table4": 1}
+
+
 def test_what_k_means_sees_reruns_experiment_ii_from_the_features_on(demo):
     """The base model is kept; its features, the clusters and everything after them rerun."""
     assert planned(demo, "--config", "clustering={features: projector}") == {

@@ -6,6 +6,7 @@ import pytest
 from imbssl import UserError
 from imbssl.data.subsets import (balanced_counts, build_subsets, draw, empty_class_error, eval_subset_name, exponential_counts, imbalanced_counts, step_counts, subset_names)
 from imbssl.core.artifacts import read_subset as read_csv, write_subset as write_csv
+from imbssl.data.subsets import SubsetSettings, write_all
 
 CIFAR = [5000] * 10
 
@@ -87,6 +88,35 @@ def test_write_all_on_digits(digits_data):
     counts = {p.stem: len(read_csv(p)[0]) for p in subsets_dir.glob("*.csv")}
     assert counts["imbalanced-p10"] == counts["balanced-p10"] < counts["full"]
     assert counts["imbalanced-p100"] == counts["balanced-p100"] < counts["imbalanced-p10"]
+
+
+def test_one_subset_per_job_is_the_same_file_as_all_at_once(digits_data, tmp_path):
+    """The subsets rule writes one subset per job, its factor read from its name: the file is the
+    one `write_all` writes, whatever other factors the config lists (each factor draws from its
+    own stream), so adding a factor rewrites no subset that exists."""
+    from imbssl import cli
+
+    train, _, subsets_dir = digits_data  # write_all with factors 10 and 100
+    for name in ("imbalanced-p10", "balanced-p10", "imbalanced-p100", "balanced-p100", "full"):
+        out = tmp_path / f"{name}.csv"
+        assert cli.main(["subsets", "--train-data", str(train), "--subset", name, "--seed", "0",
+                         "--out", str(out)]) == 0
+        assert out.read_bytes() == (subsets_dir / f"{name}.csv").read_bytes(), name
+    # p = 2.5 alone and with others: the same draw.
+    one, both = tmp_path / "one", tmp_path / "both"
+    cli.main(["subsets", "--train-data", str(train), "--subset", "imbalanced-p2.5", "--out", str(one / "a.csv")])
+    write_all(train, both, SubsetSettings([2.5, 10.0]))
+    assert (one / "a.csv").read_bytes() == (both / "imbalanced-p2.5.csv").read_bytes()
+
+
+def test_a_subset_name_the_profile_does_not_have_is_one_line(digits_data, tmp_path, capsys):
+    from imbssl import cli
+
+    train, _, _ = digits_data
+    assert cli.main(["subsets", "--train-data", str(train), "--subset", "balanced-given", "--out",
+                     str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "subset balanced-given: not a subset of subsets.profile: exponential" in err
 
 
 # --- CIFAR-100-LT and the step profile (issue 13) ---------------------------------------------

@@ -90,14 +90,25 @@ def _args_subsets(p, argv):
     from imbssl.data.subsets import SubsetSettings
 
     p.add_argument("--train-data", required=True, help="train split .npz from prepare-data")
-    p.add_argument("--out-dir", required=True, help="writes {subset}.csv for every subset")
+    p.add_argument("--subset", default=None,
+                   help="write only this subset (e.g. imbalanced-p100) to --out; its name gives the factor")
+    p.add_argument("--out", default=None, help="the CSV of --subset")
+    p.add_argument("--out-dir", default=None, help="without --subset: writes {subset}.csv for every subset")
     add_flags(p, SubsetSettings, "subsets (config section `subsets`)")
 
 
 def _cmd_subsets(args):
-    from imbssl.data.subsets import SubsetSettings, write_all
+    from imbssl.data.subsets import SubsetSettings, write_all, write_one
 
-    write_all(args.train_data, args.out_dir, from_args(SubsetSettings, args))
+    settings = from_args(SubsetSettings, args)
+    if args.subset is not None:
+        if args.out is None:
+            raise UserError("imbssl subsets --subset NAME needs --out FILE")
+        write_one(args.train_data, args.subset, args.out, settings)
+    elif args.out_dir is not None:
+        write_all(args.train_data, args.out_dir, settings)
+    else:
+        raise UserError("imbssl subsets: give --subset NAME --out FILE, or --out-dir DIR for every subset")
 
 
 # --- training ----------------------------------------------------------------------------------

@@ -25,17 +25,20 @@ rule subsets:
     input:
         train=rules.prepare_data.output.train,
     output:
-        expand("results/subsets/{subset}.csv", subset=SUBSETS),
+        "results/subsets/{subset}.csv",
     log:
-        "results/logs/subsets.log",
+        "results/logs/subsets/{subset}.log",
     benchmark:
-        "results/benchmarks/subsets.tsv"
+        "results/benchmarks/subsets/{subset}.tsv"
+    wildcard_constraints:
+        subset="|".join(SUBSETS),
     conda:
         "../../envs/pytorch.yaml"
     params:
-        subsets=cli_flags(config["subsets"]),
-        out_dir=subpath(output[0], parent=True),
+        # How every subset is drawn, not which factors exist: each subset is its own job (its factor
+        # is in its name), so adding an imbalance factor adds jobs and reruns none that ran.
+        subsets=cli_flags({key: config["subsets"][key] for key in ("profile", "seed")}),
         code=command_code_hash("subsets"),
     shell:
-        "imbssl subsets --train-data {input.train} {params.subsets}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "imbssl subsets --train-data {input.train} --subset {wildcards.subset}"
+        " {params.subsets} --out {output} > {log} 2>&1"

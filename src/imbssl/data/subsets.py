@@ -237,6 +237,32 @@ class SubsetSettings:
     seed: int = 0  # of the draw; training seeds never change the subsets
 
 
+def subset_factor(name: str) -> float | None:
+    """The imbalance factor a subset's name carries (imbalanced-p100 and balanced-p100: 100.0);
+    None for full and the given lists."""
+    _, factor = subset_kind_and_factor(name)
+    try:
+        return float(factor.removeprefix("p")) if factor.startswith("p") else None
+    except ValueError:
+        return None
+
+
+def write_one(train_data: str | os.PathLike, name: str, out: str | os.PathLike, settings: SubsetSettings) -> None:
+    """The subsets rule: the one subset `name` of a train split, as `write_all` draws it (each
+    factor from its own random stream), so that adding an imbalance factor adds files and rewrites
+    none of the others. `settings.imbalance_factors` is not read: the name gives the factor."""
+    from imbssl.data.store import load_split
+
+    split = load_split(train_data)
+    factor = subset_factor(name)
+    subsets = build_subsets(split.labels, split.num_classes, [] if factor is None else [factor], settings.seed,
+                            settings.profile, split.listed)
+    if name not in subsets:
+        raise UserError(f"subset {name}: not a subset of subsets.profile: {settings.profile} "
+                        f"(its subsets: {', '.join(subsets)})")
+    write_subset(Path(out), subsets[name], split.labels)
+
+
 def write_all(train_data: str | os.PathLike, out_dir: str | os.PathLike, settings: SubsetSettings) -> None:
     """The subsets rule: every subset of a train split as out_dir/{name}.csv."""
     from imbssl.data.store import load_split

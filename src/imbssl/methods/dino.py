@@ -138,9 +138,9 @@ class DINO(EMAMethod):
             temperature = teacher_temperature(float(self.progress), cfg.warmup_teacher_temperature,
                                               cfg.teacher_temperature, cfg.warmup_teacher_temp_fraction)
             loss = dino_loss(student, teacher, self.center, cfg.student_temperature, temperature)
+            spread = target_entropy(teacher[0], self.center, temperature)  # with the center the loss used
             self.center.copy_(updated_center(self.center, torch.cat(teacher), cfg.center_momentum))
             mean_probs = distributed.batch_mean(F.softmax(student[0].detach() / cfg.student_temperature, dim=1))
-            spread = target_entropy(teacher[0], self.center, temperature)
         return loss, {"out_std": output_std(embeddings[0]), "proto_entropy": entropy(mean_probs),
                       "target_entropy": spread}
 
