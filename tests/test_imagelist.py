@@ -190,7 +190,8 @@ def test_an_impossible_balanced_twin_is_a_config_error(lists):
     from imbssl.config_check import plan_error
 
     _, files = lists
-    dataset = {"name": "imagelist", "train_list": str(files["train_lt"]), "test_list": str(files["test"])}
+    dataset = {"name": "imagelist", "train_list": str(files["train_lt"]), "test_list": str(files["test"]),
+               "store_size": 32}  # stored square, as the default test view (resize_crop) needs
     config = _config(dataset=dataset, subsets={"profile": "given"}, clustering={"subsets": ["imbalanced-given"]},
                      prior_figure={"subset": "imbalanced-given"})
     assert "(class 9: 3)" in plan_error(config)
