@@ -49,11 +49,13 @@ def test_order_by_size_renumbers_assignments_and_centroids_together():
     assert new_centroids.ravel().tolist() == [2.0, 1.0, 0.0]
 
 
-def test_auto_picks_sklearn_without_cuda_or_cuml():
-    if cuml_unavailable_reason() is None:
-        pytest.skip("cuML and a CUDA device are present: auto picks cuML here")
+def test_auto_picks_sklearn_without_cuda_or_cuml_and_says_why(capsys):
+    if cuml_unavailable_reason() is None or torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: auto picks cuML or torch here")
     x, _ = blobs(n=60, centers=2)
     assert kmeans(torch.from_numpy(x), k=2, seed=0, backend="auto").info["backend"] == "sklearn"
+    err = capsys.readouterr().err  # the job log says which backend ran and why
+    assert f"k-means backend: sklearn (clustering backend auto: cuML not used: {cuml_unavailable_reason()}" in err
 
 
 def test_cuml_where_it_cannot_run_names_the_setting():

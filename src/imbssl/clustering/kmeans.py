@@ -6,6 +6,7 @@ torch is imported only where a CUDA device is looked for or handed to cuML.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -73,7 +74,11 @@ def resolve_backend(backend: str) -> str:
         return backend
     reason = cuml_unavailable_reason()
     if backend == "auto":
-        return "cuml" if reason is None else "torch" if _cuda_available() else "sklearn"
+        chosen = "cuml" if reason is None else "torch" if _cuda_available() else "sklearn"
+        why = "cuML runs here" if reason is None else f"cuML not used: {reason}" + (
+            "; torch on the GPU" if chosen == "torch" else "; no CUDA GPU for torch")
+        print(f"[imbssl] k-means backend: {chosen} (clustering backend auto: {why})", file=sys.stderr, flush=True)
+        return chosen
     if reason:
         raise UserError(
             f"clustering.backend=cuml but {reason}: install RAPIDS cuML on a machine with a CUDA GPU "
