@@ -485,19 +485,20 @@ def test_cifar100_lt_preset_plans_the_seven_subsets(workdir):
         sorted((subset, method) for subset in subsets for method in methods)
     experts = {job["wildcards"]["subset"] for job in jobs if job["rule"] == "expert"}
     assert experts == {"imbalanced-p10", "imbalanced-p50", "imbalanced-p100"}
-    printed = subprocess.run([sys.executable, "-m", "snakemake", "results/subsets/full.csv", "-n", "-p", *preset],
-                             cwd=workdir, capture_output=True, text=True, timeout=120)
+    printed = subprocess.run([sys.executable, "-m", "snakemake", "results/subsets/imbalanced-p50.csv", "-n", "-p",
+                              *preset], cwd=workdir, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr
     assert "imbssl prepare-data --name cifar100 --root data/cifar100 " in printed.stdout
-    assert "imbssl subsets --train-data results/data/train.npz --imbalance-factors 10.0 50.0 100.0 " \
-           "--profile exponential " in printed.stdout
+    # one job per subset: its name gives the factor, the draw's settings come from the config
+    assert "imbssl subsets --train-data results/data/train.npz --subset imbalanced-p50 " \
+           "--profile exponential --seed 0 --out results/subsets/imbalanced-p50.csv" in printed.stdout
 
 
 def test_the_profile_reaches_the_subsets_command(workdir):
     printed = subprocess.run([sys.executable, "-m", "snakemake", "results/subsets/full.csv", "-n", "-p",
                               "--config", "subsets={profile: step}"], cwd=workdir, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr
-    assert "--imbalance-factors 10.0 100.0 --profile step --seed 0 " in printed.stdout
+    assert "--subset full --profile step --seed 0 " in printed.stdout
 
 
 def test_an_imbalance_factor_that_empties_a_cifar_class_stops_snakemake_in_one_line(workdir):
