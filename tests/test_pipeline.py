@@ -348,14 +348,16 @@ def test_the_test_view_reruns_evaluations_and_tables_only(demo):
 def test_an_added_imbalance_factor_trains_its_new_subsets_only(demo):
     """p = 10 beside the demo's p = 100: its two subsets are drawn and every method trains and is
     measured on them; nothing that ran reruns (each subset is its own job, drawn from its own
-    stream), only the views that now show the new rows, and the accuracy-against-imbalance figures
-    that two factors make possible."""
+    stream), only the views that read every subset file (the subset figure, the group tables and
+    frequency figures, which place each class in its group) or now show the new rows, and the
+    accuracy-against-imbalance figures that two factors make possible."""
     new = 2  # imbalanced-p10, balanced-p10
     counts = planned(demo, "--config", "subsets={imbalance_factors: [10, 100]}")
     assert counts == {"subsets": new, "pretrain": new * len(METHODS), "evaluate": new * len(METHODS),
                       "cluster_sizes": new * len(METHODS), "prototype_usage": new * len(PROTOTYPE_METHODS),
                       "training_curves": new, **EXPERIMENT_I_VIEWS, **PRIOR_VIEWS, **PER_CLASS, **PRIOR_MEASURED,
-                      "figure1": 1, "figure4": 1, "imbalance_table2": 1, "imbalance_table4": 1}
+                      "figure1": 1, "table3_groups": 1, "frequency_table3": 1,
+                      "imbalance_table2": 1, "imbalance_table4": 1}
 
 
 def test_what_k_means_sees_reruns_experiment_ii_from_the_features_on(demo):
@@ -517,7 +519,7 @@ def test_report_under_a_config_the_results_were_not_made_with_stops_in_one_line(
     assert len(lines) == 1, done.stderr[-4000:]
     for mismatch in ("dataset: digits in the results, cifar10 in this config",
                      "training --arch: resnet10 in the results, resnet18 in this config",
-                     "training --epochs: 20 in the results, 300 in this config"):
+                     "training --epochs: 12 in the results, 300 in this config"):
         assert mismatch in lines[0], mismatch
     assert "Traceback" not in done.stderr and not (demo / "results/wrong.html").exists()
     # One setting off is caught too: the kNN k of the evaluation.
