@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 def launch(command: list[str], gpus: int, nodes: int, slots: int | None, slots_per_device: int,
            rendezvous: str) -> None:
     """Lease the job's GPUs (one node: SLURM assigns a multi-node job's) and exec its command line."""
-    argv, env = job_command(command, gpus, nodes, os.environ, rendezvous)
     if nodes == 1:
-        lease(os.environ, gpus, slots, slots_per_device)
+        lease(os.environ, gpus, slots, slots_per_device)  # sets CUDA_VISIBLE_DEVICES to the leased GPUs
+    # built after the lease: the environment it gives the command carries the leased devices
+    argv, env = job_command(command, gpus, nodes, os.environ, rendezvous)
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
