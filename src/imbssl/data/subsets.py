@@ -264,7 +264,8 @@ def write_one(train_data: str | os.PathLike, name: str, out: str | os.PathLike, 
 
 
 def write_all(train_data: str | os.PathLike, out_dir: str | os.PathLike, settings: SubsetSettings) -> None:
-    """The subsets rule: every subset of a train split as out_dir/{name}.csv."""
+    """Every subset of a train split at once, as out_dir/{name}.csv (`imbssl subsets --out-dir`; the
+    rule writes one per job with `write_one`, the same files)."""
     from imbssl.data.store import load_split
 
     split = load_split(train_data)
