@@ -44,7 +44,7 @@ def test_an_image_list_runs_every_experiment(tmp_path):
     for subset in ("imbalanced-given", "balanced-given", "full"):
         assert f"| {subset} |" in table2, subset
     assert "| imbalanced-given |" in (tmp_path / "results/tables/table3.md").read_text()
-    for method in ("simsiam", "simclr", "msn", "pmsn"):
+    for method in OVERRIDES["methods"]:
         result = json.loads((tmp_path / f"results/eval/imbalanced-given/{method}/seed0.json").read_text())
         assert result["n"] == 197 and len(result["per_class"]) == 10
         assert result["train_class_counts"] == [60, 42, 30, 21, 15, 10, 7, 5, 4, 3]

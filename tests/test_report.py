@@ -73,7 +73,8 @@ def test_single_seed_has_zero_std(table):
 def test_csv_is_long_format_in_paper_row_order(table):
     csv, _ = table
     assert list(csv.columns) == ["subset", "n", "method", "top1_mean", "top1_std",
-                                 "knn_top1_mean", "knn_top1_std", "seeds"]
+                                 "knn_top1_mean", "knn_top1_std", "seeds", "collapsed"]
+    assert (csv.collapsed == 0).all()  # seeds whose training collapsed: none of these results
     assert len(csv) == 6  # one row per (subset, method) that has results
     assert list(dict.fromkeys(csv.subset)) == ["imbalanced-p10", "balanced-p10", "imbalanced-p100",
                                                "balanced-p100", "full"]
