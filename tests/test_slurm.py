@@ -168,10 +168,14 @@ def test_demo_pipeline_through_slurm_profile(tmp_path):
             f"no {rule} job went through SLURM"
 
 
+# Each rank writes its own file: two ranks printing to one shared stdout (through srun's output
+# forwarding) can interleave their lines (seen once in CI: "01 2 0,1 vm" and " 2 0,1 vm").
 RANKS_SCRIPT = """
 import os, socket
-print(os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ.get("CUDA_VISIBLE_DEVICES"), socket.gethostname(),
-      flush=True)
+line = " ".join([os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ.get("CUDA_VISIBLE_DEVICES", "None"),
+                 socket.gethostname()])
+with open(f"rank{os.environ['RANK']}.txt", "w") as out:
+    out.write(line + "\\n")
 """
 
 MULTINODE_SNAKEFILE = """
@@ -183,7 +187,7 @@ rule all:
 rule pretrain:
     output: "ranks.txt"
     resources: gpu=2, nodes=1, launch="--gpus 2 --nodes 1 --rendezvous c10d"
-    shell: "python -m imbssl.orchestration.launch {resources.launch} -- python ranks.py > {output}"
+    shell: "python -m imbssl.orchestration.launch {resources.launch} -- python ranks.py && cat rank0.txt rank1.txt > {output}"
 """
 
 
