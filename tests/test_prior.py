@@ -116,6 +116,13 @@ def test_uniform_targets_count_as_collapse_as_a_vanishing_std_does():
     assert collapse_epoch([dict(r, target_entropy=0.9) for r in rows]) is None
 
 
+def test_uniform_predictions_count_as_collapse_as_uniform_targets_do():
+    # SwAV's uniform collapse: every image predicts the uniform distribution (its loss sits at log K).
+    rows = [{"epoch": e + 1, "out_std": 0.03, "prediction_entropy": v} for e, v in enumerate([0.7, 0.99, 0.999, 1.0])]
+    assert collapse_epoch(rows) == 2
+    assert collapse_epoch([dict(r, prediction_entropy=0.98) for r in rows]) is None
+
+
 def test_dino_target_entropy_is_one_for_uniform_targets_and_near_zero_for_sharp_ones():
     from imbssl.methods.dino import target_entropy
     k = 64

@@ -75,8 +75,10 @@ def hand_swav(x1, x2, prototypes, marginals=None, epsilon=0.05, iters=3, tempera
 
     cross_entropy = lambda q, s: -(q * torch.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
     loss = (cross_entropy(codes(scores[0]), scores[1]) + cross_entropy(codes(scores[1]), scores[0])) / 2
-    mean_probs = torch.softmax(scores[0] / temperature, dim=1).mean(dim=0)
-    return loss, -(mean_probs * mean_probs.log()).sum()
+    probs = torch.softmax(scores[0] / temperature, dim=1)
+    mean_probs = probs.mean(dim=0)
+    per_image = -(probs * probs.log()).sum(dim=1).mean() / math.log(probs.shape[1])
+    return loss, -(mean_probs * mean_probs.log()).sum(), per_image
 
 
 X1 = torch.tensor([[1.0, 0.2], [0.1, 1.0], [-0.7, 0.7]])
@@ -90,13 +92,14 @@ def test_swapped_prediction_with_normalised_prototypes_by_hand(name):
     loss, metrics = method.loss([X1, X2])
     torch.testing.assert_close(method.prototypes.norm(dim=1), torch.ones(3))  # normalised before the step
     marginals = None if name == "swav" else torch.tensor([6 / 11, 3 / 11, 2 / 11])  # 1 : 1/2 : 1/3
-    expected, proto_entropy = hand_swav(X1, X2, PROTOTYPES, marginals)
+    expected, proto_entropy, prediction_entropy = hand_swav(X1, X2, PROTOTYPES, marginals)
     torch.testing.assert_close(loss.detach(), expected)
     torch.testing.assert_close(metrics["proto_entropy"], proto_entropy)
+    torch.testing.assert_close(metrics["prediction_entropy"], prediction_entropy)
     # Each view predicting its own codes, or the other prior, would give other numbers.
-    unswapped, _ = hand_swav(X1, X1, PROTOTYPES, marginals)
+    unswapped, _, _ = hand_swav(X1, X1, PROTOTYPES, marginals)
     assert abs(unswapped - expected) > 1e-3
-    other_prior, _ = hand_swav(X1, X2, PROTOTYPES, torch.tensor([6 / 11, 3 / 11, 2 / 11]) if marginals is None
+    other_prior, _, _ = hand_swav(X1, X2, PROTOTYPES, torch.tensor([6 / 11, 3 / 11, 2 / 11]) if marginals is None
                                else None)
     assert abs(other_prior - expected) > 1e-3
 
@@ -187,3 +190,11 @@ def test_prototype_usage_counts_each_image_at_its_nearest_prototype(name):
     expected = expected_usage(method, 6)
     assert expected == (pytest.approx([2.0, 2.0, 2.0]) if name == "swav" else
                         pytest.approx([6 / (1 + 1 / 2 + 1 / 3) / k for k in (1, 2, 3)]))
+
+
+def test_prediction_entropy_is_one_when_every_prediction_is_uniform_and_zero_when_one_hot():
+    from imbssl.methods.swav import prediction_entropy
+    assert prediction_entropy(torch.full((4, 8), 1 / 8)).item() == pytest.approx(1.0)
+    assert prediction_entropy(torch.eye(8)[:4]).item() == pytest.approx(0.0, abs=1e-6)
+    half = torch.tensor([[0.5, 0.5, 0.0, 0.0]])  # by hand: log 2 / log 4
+    assert prediction_entropy(half).item() == pytest.approx(0.5)

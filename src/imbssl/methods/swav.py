@@ -25,6 +25,7 @@ swav.yaml`); the SwAV paper trains on ImageNet only. See docs/recipe.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,13 @@ def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, codes1: torch.Tensor
             + swapped_cross_entropy(codes2, scores1, temperature)) / 2
 
 
+def prediction_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the per-image predictions over log K: 1 when every image's prediction is the
+    uniform distribution. That is SwAV's uniform collapse: the loss then sits at log K whatever the
+    codes, while the embeddings (and so the output std) may still differ."""
+    return entropy(probs).mean() / math.log(probs.shape[-1])
+
+
 class SwAV(Method):
     """Backbone + projector, K prototypes (rows of `self.prototypes`, kept L2-normalised)."""
 
@@ -115,8 +123,10 @@ class SwAV(Method):
             codes1 = swav_codes(scores1, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters, self.marginals)
             codes2 = swav_codes(scores2, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters, self.marginals)
             loss = swav_loss(scores1, scores2, codes1, codes2, cfg.temperature)
-            mean_probs = distributed.batch_mean(F.softmax(scores1.detach() / cfg.temperature, dim=1))
-        return loss, {"out_std": output_std(z1), "proto_entropy": entropy(mean_probs)}
+            probs1 = F.softmax(scores1.detach() / cfg.temperature, dim=1)
+            mean_probs = distributed.batch_mean(probs1)
+        return loss, {"out_std": output_std(z1), "proto_entropy": entropy(mean_probs),
+                      "prediction_entropy": prediction_entropy(probs1)}
 
     def clip_gradients(self) -> None:
         """No prototype update while frozen: their gradient is dropped after backward (SwAV

@@ -97,8 +97,8 @@ def results_blocks(summary: pd.DataFrame, methods: Sequence[str], title: str = "
     rows = [[subset, count_cell(sizes[subset]), *(cells.get((subset, method), "n/a") for method in columns)]
             for subset in order_subsets(summary["subset"])]
     table = Table(["Subset", "N", *columns], rows, [False, True, *[True] * len(columns)])
-    notes = ["† the training of at least one seed collapsed (its output std stayed near 0, or its targets "
-             "uniform; see its job log)"] if summary["collapsed"].any() else []
+    notes = ["† the training of at least one seed collapsed (its output std stayed near 0, or its per-image "
+             "targets or predictions uniform; see its job log)"] if summary["collapsed"].any() else []
     return [*title_block(title), table, *notes]
 
 

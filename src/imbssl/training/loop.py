@@ -94,15 +94,17 @@ class Monitor:
 # std even for 65,536-d outputs).
 COLLAPSE_STD = 1e-4
 COLLAPSE_EPOCHS = 3
-# Uniform collapse of a method with sharpened targets (DINO): every image's target is (nearly) the
-# uniform distribution over the K outputs. Methods that report "target_entropy" (the mean per-image
-# target entropy over log K) count as collapsed at or above this share (our threshold).
+# Uniform collapse of a method with prototypes: every image's distribution over the K outputs is
+# (nearly) uniform, DINO's targets ("target_entropy") or SwAV's predictions ("prediction_entropy"),
+# each the mean per-image entropy over log K. At or above this share counts as collapsed (our threshold).
 UNIFORM_TARGET_ENTROPY = 0.99
+UNIFORM_ENTROPY_METRICS = ("target_entropy", "prediction_entropy")
 
 
 def collapsed_row(row: dict) -> bool:
-    """One epoch's metrics say: outputs (nearly) identical, or targets (nearly) uniform."""
-    return row.get("out_std", 1.0) < COLLAPSE_STD or row.get("target_entropy", 0.0) >= UNIFORM_TARGET_ENTROPY
+    """One epoch's metrics say: outputs (nearly) identical, or per-image distributions (nearly) uniform."""
+    uniform = any(row.get(name, 0.0) >= UNIFORM_TARGET_ENTROPY for name in UNIFORM_ENTROPY_METRICS)
+    return row.get("out_std", 1.0) < COLLAPSE_STD or uniform
 
 
 def collapse_epoch(rows: list[dict]) -> int | None:
@@ -383,7 +385,7 @@ def _warn_on_collapse(rows: list[dict], section: str) -> None:
     since = collapse_epoch(rows)
     if since is not None and rows[-1]["epoch"] - since + 1 == COLLAPSE_EPOCHS and distributed.is_main():
         print(f"[imbssl] warning: {section} collapsed from epoch {since} ({COLLAPSE_EPOCHS} epochs): the output "
-              f"std stayed below {COLLAPSE_STD:g} or the per-image targets stayed at least "
+              f"std stayed below {COLLAPSE_STD:g} or the per-image targets (or predictions) stayed at least "
               f"{UNIFORM_TARGET_ENTROPY:.0%} of uniform entropy; every image maps to about one output. Lower "
               f"{section}.base_lr or change its heads; the result file and the tables will flag this run",
               file=sys.stderr, flush=True)
