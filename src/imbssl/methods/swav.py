@@ -89,8 +89,8 @@ def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, codes1: torch.Tensor
 def prediction_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean entropy of the per-image predictions over log K: 1 when every image's prediction is the
     uniform distribution. That is SwAV's uniform collapse: the loss then sits at log K whatever the
-    codes, while the embeddings (and so the output std) may still differ."""
-    return entropy(probs).mean() / math.log(probs.shape[-1])
+    codes, while the embeddings (and so the output std) may still differ. Over the global batch."""
+    return distributed.batch_mean(entropy(probs)) / math.log(probs.shape[-1])
 
 
 class SwAV(Method):
