@@ -250,7 +250,7 @@ class EvalResult:
     protocol: dict[str, Any]  # how the linear probe was trained, in words
     settings: dict[str, Any]
     seconds: float
-    collapsed: bool = False  # the model's training ended collapsed (its output std fell to ~0)
+    collapsed: bool = False  # its training ended collapsed (std ~0, or uniform per-image targets/predictions)
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = RESULT_VERSION
 
