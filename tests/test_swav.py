@@ -192,9 +192,9 @@ def test_prototype_usage_counts_each_image_at_its_nearest_prototype(name):
                         pytest.approx([6 / (1 + 1 / 2 + 1 / 3) / k for k in (1, 2, 3)]))
 
 
-def test_prediction_entropy_is_one_when_every_prediction_is_uniform_and_zero_when_one_hot():
-    from imbssl.methods.swav import prediction_entropy
-    assert prediction_entropy(torch.full((4, 8), 1 / 8)).item() == pytest.approx(1.0)
-    assert prediction_entropy(torch.eye(8)[:4]).item() == pytest.approx(0.0, abs=1e-6)
+def test_mean_normalized_entropy_is_one_when_every_prediction_is_uniform_and_zero_when_one_hot():
+    from imbssl.methods.msn import mean_normalized_entropy
+    assert mean_normalized_entropy(torch.full((4, 8), 1 / 8)).item() == pytest.approx(1.0)
+    assert mean_normalized_entropy(torch.eye(8)[:4]).item() == pytest.approx(0.0, abs=1e-6)
     half = torch.tensor([[0.5, 0.5, 0.0, 0.0]])  # by hand: log 2 / log 4
-    assert prediction_entropy(half).item() == pytest.approx(0.5)
+    assert mean_normalized_entropy(half).item() == pytest.approx(0.5)

@@ -21,7 +21,6 @@ dino.yaml`); the DINO paper trains on ImageNet only. See docs/recipe.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 
 from imbssl.core import distributed
 from imbssl.methods.ema import EMAMethod, EMASchedule
-from imbssl.methods.msn import entropy
+from imbssl.methods.msn import entropy, mean_normalized_entropy
 from imbssl.methods.progress import RunProgress
 from imbssl.methods.registry import LARSMethodConfig, Optimizer, output_std
 from imbssl.models.heads import DINOHead
@@ -93,9 +92,7 @@ def target_entropy(teacher: torch.Tensor, center: torch.Tensor, temperature: flo
     """Mean entropy of the teacher's per-image target distribution over log K: 1 when every target
     is uniform, DINO's "uniform" collapse (DINO paper Section 5.3, Figure 7), which the output std
     does not show (the embeddings may still differ while the prototype scores no longer do)."""
-    q = F.softmax((teacher - center) / temperature, dim=-1)
-    per_image = -(q * torch.log(q.clamp_min(1e-30))).sum(dim=-1)
-    return per_image.mean() / math.log(q.shape[-1])
+    return mean_normalized_entropy(F.softmax((teacher - center) / temperature, dim=-1))
 
 
 @torch.no_grad()

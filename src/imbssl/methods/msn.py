@@ -13,6 +13,7 @@ With a ResNet backbone (no patches to drop) the anchor is simply the other rando
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -135,6 +136,13 @@ def prior_term(mean_probs: torch.Tensor, prior: torch.Tensor, direction: str = "
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(dim=-1)
+
+
+def mean_normalized_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows (images) of each row's entropy over log K: 1 when every row is the uniform
+    distribution, a prototype method's uniform collapse. A mean over this rank's images: the training
+    loop's average over the ranks makes it the global batch's."""
+    return entropy(p).mean() / math.log(p.shape[-1])
 
 
 def soft_cross_entropy(targets: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,6 @@ swav.yaml`); the SwAV paper trains on ImageNet only. See docs/recipe.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imbssl.core import distributed
-from imbssl.methods.msn import Prior, entropy, prior_distribution, sinkhorn
+from imbssl.methods.msn import Prior, entropy, mean_normalized_entropy, prior_distribution, sinkhorn
 from imbssl.methods.progress import RunProgress
 from imbssl.methods.registry import LARSMethodConfig, Method, Optimizer, output_std
 from imbssl.models.heads import SwAVProjector
@@ -86,13 +85,6 @@ def swav_loss(scores1: torch.Tensor, scores2: torch.Tensor, codes1: torch.Tensor
             + swapped_cross_entropy(codes2, scores1, temperature)) / 2
 
 
-def prediction_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Mean entropy of the per-image predictions over log K: 1 when every image's prediction is the
-    uniform distribution. That is SwAV's uniform collapse: the loss then sits at log K whatever the
-    codes, while the embeddings (and so the output std) may still differ. Over the global batch."""
-    return distributed.batch_mean(entropy(probs)) / math.log(probs.shape[-1])
-
-
 class SwAV(Method):
     """Backbone + projector, K prototypes (rows of `self.prototypes`, kept L2-normalised)."""
 
@@ -125,8 +117,10 @@ class SwAV(Method):
             loss = swav_loss(scores1, scores2, codes1, codes2, cfg.temperature)
             probs1 = F.softmax(scores1.detach() / cfg.temperature, dim=1)
             mean_probs = distributed.batch_mean(probs1)
+        # prediction_entropy at 1: every image's prediction uniform, SwAV's uniform collapse (the loss
+        # then sits at log K whatever the codes, while the output std may still look healthy).
         return loss, {"out_std": output_std(z1), "proto_entropy": entropy(mean_probs),
-                      "prediction_entropy": prediction_entropy(probs1)}
+                      "prediction_entropy": mean_normalized_entropy(probs1)}
 
     def clip_gradients(self) -> None:
         """No prototype update while frozen: their gradient is dropped after backward (SwAV
