@@ -155,13 +155,18 @@ def two_and_one(tmp_path_factory):
 def test_two_processes_train_exactly_like_one_with_the_whole_batch(two_and_one, method):
     """Same loss at every step and the same weights: SyncBatchNorm, SimCLR's global negatives,
     MSN's global prior and Sinkhorn, VICReg's gathered variance and covariance, SwAV's global
-    Sinkhorn, DINO's global center and DDP's gradient averaging make 2 x B/2 one batch of B."""
+    Sinkhorn (with its queue: each rank queues its own rows), DINO's global center and DDP's
+    gradient averaging make 2 x B/2 one batch of B."""
     two, one, _ = two_and_one
     a, b = one["methods"][method], two["methods"][method]
     assert len(a["losses"]) == len(b["losses"]) == 4
     assert a["losses"] == pytest.approx(b["losses"], rel=TOLERANCE, abs=TOLERANCE)
     assert a["state"].keys() == b["state"].keys()
+    if method == "swav":  # the queue held all 32 rows in one process, 16 on each rank
+        assert (a["state"]["queue.filled"].item(), b["state"]["queue.filled"].item()) == (32, 16)
     for key, value in a["state"].items():
+        if key.startswith("queue."):
+            continue
         assert torch.allclose(value.float(), b["state"][key].float(), rtol=TOLERANCE, atol=TOLERANCE), key
 
 

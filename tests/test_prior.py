@@ -49,7 +49,7 @@ def test_the_cluster_sizes_job_is_k_means_of_the_models_features_with_k_the_clas
     sizes = measure_cluster_sizes(str(model), str(train), str(subsets / "imbalanced-p100.csv"), "imbalanced-p100",
                                   "simsiam", 3, str(out), PriorClusterSettings(backend="sklearn", n_init=2,
                                                                                normalize="none"))
-    assert read_cluster_sizes(out) == sizes
+    assert read_cluster_sizes(out) == sizes and not sizes.collapsed
     # By hand: the same features, scikit-learn's k-means with K = 10 classes and the same seed.
     indices, labels = read_subset(subsets / "imbalanced-p100.csv")
     features = extract(restore_backbone(read_model(model), torch.device("cpu")),
@@ -63,12 +63,22 @@ def test_the_cluster_sizes_job_is_k_means_of_the_models_features_with_k_the_clas
     assert sizes.cluster_entropy == pytest.approx(normalised_entropy(sizes.cluster_sizes))
     assert sizes.class_entropy == pytest.approx(normalised_entropy(sizes.class_sizes))
     assert sizes.nmi == pytest.approx(normalized_mutual_info_score(labels, assignments))
+    # A model whose training ended collapsed is flagged in its cluster sizes (for the prior table's †).
+    from imbssl.core.artifacts import write_model
+
+    saved = read_model(model)
+    saved.meta.collapsed_from_epoch = 2
+    write_model(model, saved.backbone, saved.method_state, saved.meta)
+    again = measure_cluster_sizes(str(model), str(train), str(subsets / "imbalanced-p100.csv"), "imbalanced-p100",
+                                  "simsiam", 3, str(out), PriorClusterSettings(backend="sklearn", n_init=2,
+                                                                               normalize="none"))
+    assert again.collapsed and again.cluster_sizes == sizes.cluster_sizes
 
 
-def _sizes(path, subset, method, seed, clusters, classes):
+def _sizes(path, subset, method, seed, clusters, classes, collapsed=False):
     write_cluster_sizes(path, ClusterSizes(subset, method, seed, len(clusters), sum(classes), clusters, classes,
                                            normalised_entropy(clusters), normalised_entropy(classes), 0.5 + seed / 10,
-                                           "sklearn"))
+                                           "sklearn", collapsed=collapsed))
     return path
 
 
@@ -96,6 +106,19 @@ def test_prior_table_by_hand(tmp_path):
     write_prior_table(files, [usage], tmp_path / "p.csv", tmp_path / "p.md", "title")
     md = (tmp_path / "p.md").read_text()
     assert "| imbalanced-p4 | 10 | 0.722 | SimCLR |" in md and "| 50% |" in md
+    assert list(table.collapsed) == [0, 0, 0] and "†" not in md
+
+
+def test_a_collapsed_model_is_marked_in_the_prior_table(tmp_path):
+    classes = [8, 2]
+    files = [_sizes(tmp_path / "a.json", "imbalanced-p4", "dino", 0, [5, 5], classes, collapsed=True),
+             _sizes(tmp_path / "b.json", "imbalanced-p4", "dino", 1, [7, 3], classes),
+             _sizes(tmp_path / "c.json", "imbalanced-p4", "simclr", 0, [9, 1], classes)]
+    table = write_prior_table(files, [], tmp_path / "p.csv", tmp_path / "p.md")
+    assert dict(zip(table.method, table.collapsed)) == {"SimCLR": 0, "DINO": 1}  # seeds that collapsed
+    md = (tmp_path / "p.md").read_text()
+    assert "| imbalanced-p4 | 10 | 0.722 | DINO † |" in md and "| SimCLR |" in md and "† the training" in md
+    assert (tmp_path / "p.csv").read_text().splitlines()[0].endswith(",collapsed")
     outs = [tmp_path / "f.png", tmp_path / "f.pdf"]
     figure_prior_clusters(files, outs, "t", PlotSettings(dpi=40))
     assert outs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and outs[1].read_bytes()[:5] == b"%PDF-"

@@ -57,13 +57,24 @@ def swav_on_features(name, prototypes, **settings):
     return method
 
 
-def hand_swav(x1, x2, prototypes, marginals=None, epsilon=0.05, iters=3, temperature=0.1):
-    """SwAV's two-crop loss written out: unit rows, codes by Sinkhorn over exp(scores / epsilon),
-    view 2 predicting view 1's codes and the reverse, averaged."""
-    unit = lambda m: m / m.norm(dim=1, keepdim=True)
+def unit(m):
+    return m / m.norm(dim=1, keepdim=True)
+
+
+def hand_swav(x1, x2, prototypes, marginals=None, epsilon=0.05, iters=3, temperature=0.1, hard=False, past=None):
+    """SwAV's two-crop loss written out: unit rows, codes by Sinkhorn over exp(scores / epsilon)
+    (with `past`, each view's queued unit rows stacked above the batch, their codes dropped after),
+    rounded to one-hot with `hard`; view 2 predicting view 1's codes and the reverse, averaged."""
     scores = [unit(x) @ unit(prototypes).T for x in (x1, x2)]
 
-    def codes(s):
+    def codes(s, view):
+        n = len(s)
+        if past is not None:
+            s = torch.cat([past[view] @ unit(prototypes).T, s])
+        q = balanced(s)[-n:]
+        return torch.nn.functional.one_hot(q.argmax(dim=1), q.shape[1]).float() if hard else q
+
+    def balanced(s):
         q = torch.exp(s / epsilon)
         q = q / q.sum()
         n, k = q.shape
@@ -74,7 +85,7 @@ def hand_swav(x1, x2, prototypes, marginals=None, epsilon=0.05, iters=3, tempera
         return q * n
 
     cross_entropy = lambda q, s: -(q * torch.log_softmax(s / temperature, dim=1)).sum(dim=1).mean()
-    loss = (cross_entropy(codes(scores[0]), scores[1]) + cross_entropy(codes(scores[1]), scores[0])) / 2
+    loss = (cross_entropy(codes(scores[0], 0), scores[1]) + cross_entropy(codes(scores[1], 1), scores[0])) / 2
     probs = torch.softmax(scores[0] / temperature, dim=1)
     mean_probs = probs.mean(dim=0)
     per_image = -(probs * probs.log()).sum(dim=1).mean() / math.log(probs.shape[1])
@@ -102,6 +113,38 @@ def test_swapped_prediction_with_normalised_prototypes_by_hand(name):
     other_prior, _, _ = hand_swav(X1, X2, PROTOTYPES, torch.tensor([6 / 11, 3 / 11, 2 / 11]) if marginals is None
                                else None)
     assert abs(other_prior - expected) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["swav", "pswav"])
+def test_hard_assignment_rounds_the_codes_to_their_argmax_by_hand(name):
+    marginals = None if name == "swav" else torch.tensor([6 / 11, 3 / 11, 2 / 11])
+    loss, _ = swav_on_features(name, PROTOTYPES, hard_assignment=True).loss([X1, X2])
+    torch.testing.assert_close(loss.detach(), hand_swav(X1, X2, PROTOTYPES, marginals, hard=True)[0])
+    assert abs(loss.item() - hand_swav(X1, X2, PROTOTYPES, marginals)[0].item()) > 1e-3  # not the soft codes
+
+
+Y1 = torch.tensor([[0.9, -0.4], [-0.2, 1.0], [0.5, 0.5]])
+Y2 = torch.tensor([[1.0, -0.1], [-0.5, 0.8], [0.2, 0.9]])
+
+
+def test_queue_fills_from_its_start_joins_the_sinkhorn_once_full_and_survives_a_resume():
+    method = swav_on_features("swav", PROTOTYPES, queue_size=6, queue_start_fraction=0.5)  # two batches of 3
+    plain = lambda a, b: hand_swav(a, b, PROTOTYPES)[0]
+    torch.testing.assert_close(method.loss([X1, X2])[0].detach(), plain(X1, X2))
+    assert method.queue.filled_host == 0  # progress 0 < 0.5: not filling yet
+    method.after_step(0.5)
+    torch.testing.assert_close(method.loss([X1, X2])[0].detach(), plain(X1, X2))  # 3 of 6 rows after it
+    torch.testing.assert_close(method.loss([Y1, Y2])[0].detach(), plain(Y1, Y2))  # full only after it
+    assert method.queue.full
+    torch.testing.assert_close(method.queue.past(0), torch.cat([unit(Y1), unit(X1)]))  # newest first
+    past = [torch.cat([unit(Y1), unit(X1)]), torch.cat([unit(Y2), unit(X2)])]
+    resumed = swav_on_features("swav", PROTOTYPES, queue_size=6, queue_start_fraction=0.5)
+    resumed.load_state_dict(method.state_dict())
+    expected = hand_swav(X1, X2, PROTOTYPES, past=past)[0]
+    assert abs(expected.item() - plain(X1, X2).item()) > 1e-3  # the queue changes the codes
+    torch.testing.assert_close(method.loss([X1, X2])[0].detach(), expected)
+    torch.testing.assert_close(resumed.loss([X1, X2])[0].detach(), expected)
+    torch.testing.assert_close(resumed.queue.past(1), torch.cat([unit(X2), unit(Y2)]))  # X pushed again, Y1 next
 
 
 def test_prototypes_frozen_for_the_first_share_of_the_run_and_after_a_resume():

@@ -42,8 +42,10 @@ METHODS = {
     # (a 1e-7 nudge of the initial weights of one process too) to 5e-4 in the BN weights.
     "byol": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=16, base_lr=0.3, warmup_epochs=0),
     "vicreg": dict(proj_hidden_dim=32, proj_dim=16, warmup_epochs=0),  # variance, covariance on the gathered batch
-    # global Sinkhorn; the prototypes frozen at the first of the 4 steps (SwAV's in-place normalisation under DDP)
-    "swav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0),
+    # global Sinkhorn; the prototypes frozen at the first of the 4 steps (SwAV's in-place normalisation under DDP);
+    # the queue filled by the first step (32 rows: 16 per rank), in the Sinkhorn from the second
+    "swav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0,
+                 queue_size=32, queue_start_fraction=0.0),
     "pswav": dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=8, freeze_prototypes_fraction=0.2, warmup_epochs=0),
     # global center; teacher temperature warm-up over the first 2 steps; last layer frozen at the
     # first; DINO's head widths (a narrow head collapses at once, see test_dino.py)

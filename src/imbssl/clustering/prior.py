@@ -58,6 +58,7 @@ def measure_cluster_sizes(model: str, train_data: str, subset: str, subset_name:
                          cluster_sizes=clusters, class_sizes=classes, cluster_entropy=normalised_entropy(clusters),
                          class_entropy=normalised_entropy(classes),
                          nmi=float(normalized_mutual_info_score(np.asarray(labels), result.assignments)),
-                         backend=result.info["backend"], provenance=provenance or {})
+                         backend=result.info["backend"], collapsed=model_file.meta.collapsed_from_epoch is not None,
+                         provenance=provenance or {})
     write_cluster_sizes(out, sizes)
     return sizes

@@ -331,6 +331,7 @@ class ClusterSizes:
     class_entropy: float  # the same of the class sizes
     nmi: float  # normalised mutual information of clusters and classes
     backend: str
+    collapsed: bool = False  # the model's training ended collapsed (ModelMeta.collapsed_from_epoch)
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
@@ -341,7 +342,7 @@ def write_cluster_sizes(path: str | os.PathLike, sizes: ClusterSizes) -> None:
 def read_cluster_sizes(path: str | os.PathLike) -> ClusterSizes:
     record = _read_json(Path(path), "cluster-sizes file", "the cluster_sizes rule")
     names = [f.name for f in dataclasses.fields(ClusterSizes)]
-    missing = [key for key in names if key not in record and key != "provenance"]
+    missing = [key for key in names if key not in record and key not in ("provenance", "collapsed")]
     if missing:
         raise UserError(f"cluster-sizes file {path} lacks {missing}: rerun the cluster_sizes rule")
     return ClusterSizes(**{key: record[key] for key in names if key in record})

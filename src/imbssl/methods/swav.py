@@ -15,9 +15,19 @@ first `freeze_prototypes_fraction` of the run, as SwAV does.
   a power law suits long-tailed data; SwAV's prior lives in the Sinkhorn marginals, so that is
   where the power law goes.
 
-Not implemented: multi-crop (two crops of one size only) and SwAV's queue of past batches'
-embeddings (solo-learn's CIFAR recipe fills a 3,840-row queue from epoch 50; SwAV uses one only
-for small batches). Without the queue, Sinkhorn balances each global batch on its own.
+The queue (`queue_size` rows, off by default): SwAV's store of past batches' embeddings, per view,
+scored by the current prototypes and balanced by Sinkhorn together with the batch, so that small
+batches still spread over K prototypes (SwAV main_swav.py:207-234, 294-307; its README recommends
+it for small batches). It fills from `queue_start_fraction` of the run and joins the Sinkhorn once
+full.
+With several processes each rank keeps `queue_size / world size` rows of its own embeddings, as
+SwAV does, and Sinkhorn runs over all ranks' rows.
+
+`hard_assignment` rounds the codes to their argmax: the SwAV paper finds the soft codes better
+(Section 3.1), and its README lists hard assignment among the workarounds for a loss stuck at
+log K (README.md:163, Common Issues). Off by default.
+
+Not implemented: multi-crop (two crops of one size only).
 
 Defaults: solo-learn's CIFAR recipe (vturrisi/solo-learn at 9187ea3, `scripts/pretrain/cifar/
 swav.yaml`); the SwAV paper trains on ImageNet only. See docs/recipe.md.
@@ -56,6 +66,13 @@ class SwAVConfig(LARSMethodConfig):
     # Share of the run's optimizer steps during which the prototypes get no update: solo-learn
     # freezes them for 2 epochs (swav.yaml:24) of its 1,000 (swav.yaml:52), i.e. 0.002.
     freeze_prototypes_fraction: float = 0.002
+    # Queue rows over all ranks; 0: off (SwAV main_swav.py:69 queue_length 0; off by default on
+    # CIFAR, where solo-learn fills 3,840 rows from epoch 50: swav.yaml:20, 23).
+    queue_size: int = 0
+    # Share of the run after which the queue fills: solo-learn starts it at epoch 50 of its 1,000
+    # (swav.yaml:23, 52), i.e. 0.05.
+    queue_start_fraction: float = 0.05
+    hard_assignment: bool = False  # SwAV main_swav.py: soft codes (paper Section 3.1)
     prior: Prior = "uniform"  # uniform (SwAV) | powerlaw (pswav)
     tau: float = 0.25  # power-law exponent of pswav: PMSN's default (msn.MSNConfig.tau), our choice
 
@@ -66,10 +83,53 @@ class PSwAVConfig(SwAVConfig):
 
 
 def swav_codes(scores: torch.Tensor, epsilon: float, iters: int,
-               marginals: torch.Tensor | None = None) -> torch.Tensor:
+               marginals: torch.Tensor | None = None, hard: bool = False) -> torch.Tensor:
     """SwAV's soft codes (N, K) of prototype scores: Sinkhorn-Knopp on exp(scores / epsilon) over the
-    global batch, each row summing to 1, column k tending to N/K (or N * marginals[k])."""
-    return sinkhorn(torch.exp(scores.detach() / epsilon), iters, marginals)
+    global batch, each row summing to 1, column k tending to N/K (or N * marginals[k]); with `hard`,
+    each row rounded to a one-hot at its largest code."""
+    codes = sinkhorn(torch.exp(scores.detach() / epsilon), iters, marginals)
+    if hard:
+        codes = F.one_hot(codes.argmax(dim=1), codes.shape[1]).to(codes.dtype)
+    return codes
+
+
+class EmbeddingQueue(nn.Module):
+    """Past embeddings per view, newest first (SwAV's queue). Holds `size` rows for checkpoints of
+    one shape whatever the number of processes; each rank fills the first `size / world size`.
+    The count of filled rows is mirrored on the host, so that asking whether the queue is full never
+    waits for the device."""
+
+    def __init__(self, views: int, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("rows", torch.zeros(views, size, dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.filled_host = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.rows.shape[1] // distributed.world_size()
+
+    @property
+    def full(self) -> bool:
+        return self.capacity > 0 and self.filled_host >= self.capacity
+
+    def past(self, view: int) -> torch.Tensor:
+        return self.rows[view, :self.capacity]
+
+    @torch.no_grad()
+    def push(self, embeddings: list[torch.Tensor]) -> None:
+        """Put each view's batch in front; the oldest rows fall off the end."""
+        capacity = self.capacity
+        if capacity == 0:
+            return
+        for view, batch in enumerate(embeddings):
+            self.rows[view, :capacity] = torch.cat([batch.detach().to(self.rows.dtype), self.rows[view]])[:capacity]
+        self.filled_host = min(capacity, self.filled_host + len(embeddings[0]))
+        self.filled.fill_(self.filled_host)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.filled_host = int(self.filled)  # one read of the device, at load time only
 
 
 def swapped_cross_entropy(codes: torch.Tensor, scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -98,7 +158,8 @@ class SwAV(Method):
         marginals = prior_distribution(config.prior, config.num_prototypes, config.tau)
         # None keeps SwAV's exact 1/K arithmetic for the uniform prior.
         self.register_buffer("marginals", None if config.prior == "uniform" else marginals, persistent=False)
-        self.progress = RunProgress()  # for the prototypes' frozen start
+        self.progress = RunProgress()  # for the prototypes' frozen start and the queue's
+        self.queue = EmbeddingQueue(2, config.queue_size, config.proj_dim)
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -111,9 +172,11 @@ class SwAV(Method):
         z1, z2 = (self.projector(self.backbone(x)) for x in views)
         with torch.autocast(z1.device.type, enabled=False):  # exp(scores / 0.05) needs float32
             prototypes = self.prototypes.float()
-            scores1, scores2 = (F.normalize(z.float(), dim=1) @ prototypes.T for z in (z1, z2))  # cosines (N, K)
-            codes1 = swav_codes(scores1, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters, self.marginals)
-            codes2 = swav_codes(scores2, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters, self.marginals)
+            embeddings = [F.normalize(z.float(), dim=1) for z in (z1, z2)]
+            scores1, scores2 = (e @ prototypes.T for e in embeddings)  # cosines (N, K)
+            codes1, codes2 = (self.codes(scores, view, prototypes) for view, scores in enumerate((scores1, scores2)))
+            if float(self.progress) >= cfg.queue_start_fraction:
+                self.queue.push(embeddings)  # after their use, as SwAV main_swav.py:302-304
             loss = swav_loss(scores1, scores2, codes1, codes2, cfg.temperature)
             probs1 = F.softmax(scores1.detach() / cfg.temperature, dim=1)
             mean_probs = distributed.batch_mean(probs1)
@@ -121,6 +184,15 @@ class SwAV(Method):
         # then sits at log K whatever the codes, while the output std may still look healthy).
         return loss, {"out_std": output_std(z1), "proto_entropy": entropy(mean_probs),
                       "prediction_entropy": mean_normalized_entropy(probs1)}
+
+    @torch.no_grad()
+    def codes(self, scores: torch.Tensor, view: int, prototypes: torch.Tensor) -> torch.Tensor:
+        """The batch's codes; once the queue is full its rows, scored by the current prototypes,
+        join the Sinkhorn and only the batch's rows are kept (SwAV main_swav.py:294-307)."""
+        cfg = self.config
+        rows = torch.cat([self.queue.past(view) @ prototypes.T, scores]) if self.queue.full else scores
+        codes = swav_codes(rows, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters, self.marginals, cfg.hard_assignment)
+        return codes[-len(scores):]
 
     def clip_gradients(self) -> None:
         """No prototype update while frozen: their gradient is dropped after backward (SwAV

@@ -26,10 +26,11 @@ from imbssl.data.subsets import order_subsets
 from imbssl.methods.catalog import METHODS, label
 from imbssl.reporting.plotting import PlotSettings, plot_style, save_figure
 from imbssl.reporting.document import Block, Table, write_document
-from imbssl.reporting.tables import count_cell, std_over_seeds, title_block, write_csv
+from imbssl.reporting.tables import COLLAPSE_NOTE, count_cell, std_over_seeds, title_block, write_csv
 
 PRIOR_COLUMNS = ["subset", "n", "method", "seeds", "class_entropy", "cluster_entropy_mean", "cluster_entropy_std",
-                 "nmi_mean", "nmi_std", "usage_entropy_mean", "usage_entropy_std", "prototypes_used_mean"]
+                 "nmi_mean", "nmi_std", "usage_entropy_mean", "usage_entropy_std", "prototypes_used_mean",
+                 "collapsed"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -60,7 +61,8 @@ def prior_table(cluster_files: Sequence[str | os.PathLike], usage_files: Sequenc
                          "class_entropy": mine[0].class_entropy, "cluster_entropy_mean": cluster[0],
                          "cluster_entropy_std": cluster[1], "nmi_mean": nmi[0], "nmi_std": nmi[1],
                          "usage_entropy_mean": entropy[0], "usage_entropy_std": entropy[1],
-                         "prototypes_used_mean": float(np.mean(share)) if share else math.nan})
+                         "prototypes_used_mean": float(np.mean(share)) if share else math.nan,
+                         "collapsed": sum(run.collapsed for run in mine)})  # seeds whose training collapsed
     return pd.DataFrame(rows, columns=PRIOR_COLUMNS)
 
 
@@ -76,15 +78,16 @@ PRIOR_EXPLANATION = (
 
 
 def prior_blocks(table: pd.DataFrame, title: str = "") -> list[Block]:
-    """The table's title, what it measures, and one row per subset and method."""
-    rows = [[row.subset, count_cell(row.n), f"{row.class_entropy:.3f}", row.method,
+    """The table's title, what it measures, and one row per subset and method (†: collapsed)."""
+    rows = [[row.subset, count_cell(row.n), f"{row.class_entropy:.3f}", row.method + (" †" if row.collapsed else ""),
              _cell(row.cluster_entropy_mean, row.cluster_entropy_std), _cell(row.nmi_mean, row.nmi_std),
              _cell(row.usage_entropy_mean, row.usage_entropy_std),
              "n/a" if math.isnan(row.prototypes_used_mean) else f"{row.prototypes_used_mean:.0%}"]
             for row in table.itertuples()]
     header = ["Subset", "N", "Class entropy", "Method", "Cluster entropy", "NMI", "Prototype usage entropy", "Used"]
+    notes = [COLLAPSE_NOTE] if table["collapsed"].any() else []
     return [*title_block(title), PRIOR_EXPLANATION,
-            Table(header, rows, [False, True, True, False, True, True, True, True])]
+            Table(header, rows, [False, True, True, False, True, True, True, True]), *notes]
 
 
 def write_prior_table(cluster_files, usage_files, out_csv, out_md, title: str = "", out_html=None) -> pd.DataFrame:

@@ -88,6 +88,10 @@ def count_cell(n: int) -> str:
     return f"{int(n):,}"
 
 
+COLLAPSE_NOTE = ("† the training of at least one seed collapsed (its output std stayed near 0, or its per-image "
+                 "targets or predictions uniform; see its job log)")
+
+
 def results_blocks(summary: pd.DataFrame, methods: Sequence[str], title: str = "") -> list[Block]:
     """Rows: subsets with N; columns: methods; cells "mean ± std"; `n/a` where a run is missing."""
     cells = {(r.subset, r.method): accuracy_cell(r.top1_mean, r.top1_std) + (" †" if r.collapsed else "")
@@ -97,8 +101,7 @@ def results_blocks(summary: pd.DataFrame, methods: Sequence[str], title: str = "
     rows = [[subset, count_cell(sizes[subset]), *(cells.get((subset, method), "n/a") for method in columns)]
             for subset in order_subsets(summary["subset"])]
     table = Table(["Subset", "N", *columns], rows, [False, True, *[True] * len(columns)])
-    notes = ["† the training of at least one seed collapsed (its output std stayed near 0, or its per-image "
-             "targets or predictions uniform; see its job log)"] if summary["collapsed"].any() else []
+    notes = [COLLAPSE_NOTE] if summary["collapsed"].any() else []
     return [*title_block(title), table, *notes]
 
 
