@@ -115,6 +115,9 @@ def test_loss_pairs_the_teacher_of_one_view_with_the_student_of_the_other():
     # proto_entropy: entropy of the mean student distribution of view 1.
     mean = torch.softmax(X1 / 0.1, dim=1).mean(dim=0)
     torch.testing.assert_close(metrics["proto_entropy"], -(mean * mean.log()).sum())
+    # prediction_entropy: the mean per-image entropy of the student's view-1 distributions over log K.
+    probs = torch.softmax(X1 / 0.1, dim=1)
+    torch.testing.assert_close(metrics["prediction_entropy"], -(probs * probs.log()).sum(dim=1).mean() / math.log(2))
     # Each of these would give another loss: same-view pairs, no centering, the final temperature,
     # the student as its own teacher.
     others = [hand_dino([X1, X2], TEACHER, center, 0.1, 0.055, pairs=((0, 0), (1, 1))),

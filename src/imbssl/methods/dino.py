@@ -137,9 +137,13 @@ class DINO(EMAMethod):
             loss = dino_loss(student, teacher, self.center, cfg.student_temperature, temperature)
             spread = target_entropy(teacher[0], self.center, temperature)  # with the center the loss used
             self.center.copy_(updated_center(self.center, torch.cat(teacher), cfg.center_momentum))
-            mean_probs = distributed.batch_mean(F.softmax(student[0].detach() / cfg.student_temperature, dim=1))
+            probs = F.softmax(student[0].detach() / cfg.student_temperature, dim=1)
+            mean_probs = distributed.batch_mean(probs)
+        # Either side uniform is a uniform collapse: the teacher's targets (DINO paper Section 5.3), or
+        # the student's predictions, as SwAV's (the loss then sits at log K while a barely moving
+        # teacher's targets may still look less than uniform).
         return loss, {"out_std": output_std(embeddings[0]), "proto_entropy": entropy(mean_probs),
-                      "target_entropy": spread}
+                      "target_entropy": spread, "prediction_entropy": mean_normalized_entropy(probs)}
 
     def clip_gradients(self) -> None:
         """No last-layer update while frozen: its gradient is dropped after backward (DINO

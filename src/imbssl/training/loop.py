@@ -95,8 +95,9 @@ class Monitor:
 COLLAPSE_STD = 1e-4
 COLLAPSE_EPOCHS = 3
 # Uniform collapse of a method with prototypes: every image's distribution over the K outputs is
-# (nearly) uniform, DINO's targets ("target_entropy") or SwAV's predictions ("prediction_entropy"),
-# each the mean per-image entropy over log K. At or above this share counts as collapsed (our threshold).
+# (nearly) uniform, DINO's targets ("target_entropy") or the predictions of SwAV or DINO's student
+# ("prediction_entropy"), each the mean per-image entropy over log K. At or above this share counts
+# as collapsed (our threshold).
 UNIFORM_TARGET_ENTROPY = 0.99
 UNIFORM_ENTROPY_METRICS = ("target_entropy", "prediction_entropy")
 
