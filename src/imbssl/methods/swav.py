@@ -123,7 +123,7 @@ class EmbeddingQueue(nn.Module):
         if capacity == 0:
             return
         for view, batch in enumerate(embeddings):
-            self.rows[view, :capacity] = torch.cat([batch.detach().to(self.rows.dtype), self.rows[view]])[:capacity]
+            self.rows[view, :capacity] = torch.cat([batch.detach().to(self.rows.dtype), self.past(view)])[:capacity]
         self.filled_host = min(capacity, self.filled_host + len(embeddings[0]))
         self.filled.fill_(self.filled_host)
 

@@ -98,13 +98,13 @@ COLLAPSE_EPOCHS = 3
 # (nearly) uniform, DINO's targets ("target_entropy") or the predictions of SwAV or DINO's student
 # ("prediction_entropy"), each the mean per-image entropy over log K. At or above this share counts
 # as collapsed (our threshold).
-UNIFORM_TARGET_ENTROPY = 0.99
+UNIFORM_ENTROPY_SHARE = 0.99
 UNIFORM_ENTROPY_METRICS = ("target_entropy", "prediction_entropy")
 
 
 def collapsed_row(row: dict) -> bool:
     """One epoch's metrics say: outputs (nearly) identical, or per-image distributions (nearly) uniform."""
-    uniform = any(row.get(name, 0.0) >= UNIFORM_TARGET_ENTROPY for name in UNIFORM_ENTROPY_METRICS)
+    uniform = any(row.get(name, 0.0) >= UNIFORM_ENTROPY_SHARE for name in UNIFORM_ENTROPY_METRICS)
     return row.get("out_std", 1.0) < COLLAPSE_STD or uniform
 
 
@@ -387,7 +387,7 @@ def _warn_on_collapse(rows: list[dict], section: str) -> None:
     if since is not None and rows[-1]["epoch"] - since + 1 == COLLAPSE_EPOCHS and distributed.is_main():
         print(f"[imbssl] warning: {section} collapsed from epoch {since} ({COLLAPSE_EPOCHS} epochs): the output "
               f"std stayed below {COLLAPSE_STD:g} or the per-image targets (or predictions) stayed at least "
-              f"{UNIFORM_TARGET_ENTROPY:.0%} of uniform entropy; every image maps to about one output. Lower "
+              f"{UNIFORM_ENTROPY_SHARE:.0%} of uniform entropy; every image maps to about one output. Lower "
               f"{section}.base_lr or change its heads; the result file and the tables will flag this run",
               file=sys.stderr, flush=True)
 
