@@ -26,7 +26,7 @@ from imbssl.data.subsets import order_subsets
 from imbssl.methods.catalog import METHODS, label
 from imbssl.reporting.plotting import PlotSettings, plot_style, save_figure
 from imbssl.reporting.document import Block, Table, write_document
-from imbssl.reporting.tables import COLLAPSE_NOTE, count_cell, std_over_seeds, title_block, write_csv
+from imbssl.reporting.tables import collapse_mark, collapse_notes, count_cell, std_over_seeds, title_block, write_csv
 
 PRIOR_COLUMNS = ["subset", "n", "method", "seeds", "class_entropy", "cluster_entropy_mean", "cluster_entropy_std",
                  "nmi_mean", "nmi_std", "usage_entropy_mean", "usage_entropy_std", "prototypes_used_mean",
@@ -79,15 +79,15 @@ PRIOR_EXPLANATION = (
 
 def prior_blocks(table: pd.DataFrame, title: str = "") -> list[Block]:
     """The table's title, what it measures, and one row per subset and method (†: collapsed)."""
-    rows = [[row.subset, count_cell(row.n), f"{row.class_entropy:.3f}", row.method + (" †" if row.collapsed else ""),
+    rows = [[row.subset, count_cell(row.n), f"{row.class_entropy:.3f}", row.method + collapse_mark(row.collapsed),
              _cell(row.cluster_entropy_mean, row.cluster_entropy_std), _cell(row.nmi_mean, row.nmi_std),
              _cell(row.usage_entropy_mean, row.usage_entropy_std),
              "n/a" if math.isnan(row.prototypes_used_mean) else f"{row.prototypes_used_mean:.0%}"]
             for row in table.itertuples()]
     header = ["Subset", "N", "Class entropy", "Method", "Cluster entropy", "NMI", "Prototype usage entropy", "Used"]
-    notes = [COLLAPSE_NOTE] if table["collapsed"].any() else []
     return [*title_block(title), PRIOR_EXPLANATION,
-            Table(header, rows, [False, True, True, False, True, True, True, True]), *notes]
+            Table(header, rows, [False, True, True, False, True, True, True, True]),
+            *collapse_notes(table["collapsed"])]
 
 
 def write_prior_table(cluster_files, usage_files, out_csv, out_md, title: str = "", out_html=None) -> pd.DataFrame:

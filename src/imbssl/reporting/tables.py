@@ -92,17 +92,26 @@ COLLAPSE_NOTE = ("† the training of at least one seed collapsed (its output st
                  "targets or predictions uniform; see its job log)")
 
 
+def collapse_mark(collapsed_seeds: int) -> str:
+    """The suffix of a cell or name whose training collapsed in at least one seed."""
+    return " †" if collapsed_seeds else ""
+
+
+def collapse_notes(collapsed_seeds: pd.Series) -> list[str]:
+    """The footnote that explains †, where a table has any."""
+    return [COLLAPSE_NOTE] if collapsed_seeds.any() else []
+
+
 def results_blocks(summary: pd.DataFrame, methods: Sequence[str], title: str = "") -> list[Block]:
     """Rows: subsets with N; columns: methods; cells "mean ± std"; `n/a` where a run is missing."""
-    cells = {(r.subset, r.method): accuracy_cell(r.top1_mean, r.top1_std) + (" †" if r.collapsed else "")
+    cells = {(r.subset, r.method): accuracy_cell(r.top1_mean, r.top1_std) + collapse_mark(r.collapsed)
              for r in summary.itertuples()}
     sizes = dict(zip(summary["subset"], summary["n"]))
     columns = list(methods) + [m for m in dict.fromkeys(summary["method"]) if m not in methods]
     rows = [[subset, count_cell(sizes[subset]), *(cells.get((subset, method), "n/a") for method in columns)]
             for subset in order_subsets(summary["subset"])]
     table = Table(["Subset", "N", *columns], rows, [False, True, *[True] * len(columns)])
-    notes = [COLLAPSE_NOTE] if summary["collapsed"].any() else []
-    return [*title_block(title), table, *notes]
+    return [*title_block(title), table, *collapse_notes(summary["collapsed"])]
 
 
 def _by_seed(results: pd.DataFrame, subset: str, method: str) -> dict[int, float]:
