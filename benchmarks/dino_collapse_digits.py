@@ -18,10 +18,11 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 from imbssl.core.optim import cosine_lr, set_lr
 from imbssl.data.augment import AugmentConfig, BatchAugment
+from imbssl.data.sources import load_digits
+from imbssl.data.store import channel_stats
 from imbssl.methods.dino import DINO, DINOConfig
 from imbssl.models.backbones import build_backbone
 
@@ -56,12 +57,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def digits_uint8() -> torch.Tensor:
-    x = torch.from_numpy(load_digits().images.astype("float32") / 16.0)[:, None]
-    x = F.interpolate(x, size=16, mode="bilinear", align_corners=False).clamp(0, 1)
-    return (x.repeat(1, 3, 1, 1) * 255).round().to(torch.uint8)
-
-
 def koleo(features: torch.Tensor) -> torch.Tensor:
     """Kozachenko-Leonenko entropy estimate, as DINOv2 uses it: -mean log distance to the nearest
     other row, on L2-normalised rows."""
@@ -76,10 +71,11 @@ def koleo(features: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     a = parse_args()
     torch.set_num_threads(1)
-    images = digits_uint8()
-    scaled = images.float() / 255
+    train, _, _ = load_digits(16, 0.2, 0)  # the demo's training split (dataset.test_fraction, split_seed)
+    mean, std = channel_stats(train["images"])
+    images = torch.from_numpy(train["images"]).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW, as stored
     augment = BatchAugment(AugmentConfig(crop_min_scale=a.crop_min_scale, saturation=0.2, solarize_p=[0.0, 0.2]),
-                           scaled.mean(dim=(0, 2, 3)).tolist(), scaled.std(dim=(0, 2, 3)).tolist(), 16)
+                           mean.tolist(), std.tolist(), 16)
     steps_per_epoch = len(images) // BATCH
     torch.manual_seed(0)
     config = DINOConfig(optimizer=a.optimizer, base_lr=a.lr, weight_decay=a.wd, proj_hidden_dim=a.hidden,
