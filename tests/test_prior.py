@@ -12,7 +12,7 @@ import torch
 
 from imbssl.clustering.sizes import normalised_entropy, sorted_sizes
 from imbssl.core.artifacts import ClusterSizes, PrototypeUsage, read_cluster_sizes, write_cluster_sizes, \
-    write_prototype_usage
+    write_model, write_prototype_usage
 from imbssl.reporting.plotting import PlotSettings
 from imbssl.reporting.prior import figure_prior_clusters, prior_table, write_prior_table
 from imbssl.training.loop import COLLAPSE_EPOCHS, collapse_epoch
@@ -64,8 +64,6 @@ def test_the_cluster_sizes_job_is_k_means_of_the_models_features_with_k_the_clas
     assert sizes.class_entropy == pytest.approx(normalised_entropy(sizes.class_sizes))
     assert sizes.nmi == pytest.approx(normalized_mutual_info_score(labels, assignments))
     # A model whose training ended collapsed is flagged in its cluster sizes (for the prior table's †).
-    from imbssl.core.artifacts import write_model
-
     saved = read_model(model)
     saved.meta.collapsed_from_epoch = 2
     write_model(model, saved.backbone, saved.method_state, saved.meta)
